@@ -1,0 +1,1 @@
+"""The LangGraph run: state, thin nodes, CLI."""

@@ -1,0 +1,84 @@
+"""Backend registry: a name in the config → a factory, imported lazily.
+
+Each factory module exposes ``make(cfg: RunConfig)`` returning an object that satisfies the role's
+protocol, and ``describe(cfg) -> dict`` (``available``, ``where``, ``why``) for ``foleyloop models``.
+Instances are cached per process so that rounds and batch items reuse loaded models.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from typing import Any
+
+from agent.config import RunConfig
+
+REGISTRY: dict[str, dict[str, str]] = {
+    "watcher": {
+        "offline": "reasoning.offline.watcher",
+        "qwen": "reasoning.qwen.watcher",
+        "openai": "reasoning.openai_backend.watcher",
+    },
+    "renderer": {
+        "offline": "generator.offline.renderer",
+        "thinksound": "generator.thinksound.renderer",
+    },
+    "critic": {
+        "offline": "reasoning.offline.critic",
+        "qwen": "reasoning.qwen.judge",
+        "openai": "reasoning.openai_backend.judge",
+    },
+    "refiner": {
+        "offline": "reasoning.offline.refiner",
+        "qwen": "reasoning.qwen.refiner",
+        "openai": "reasoning.openai_backend.refiner",
+    },
+}
+
+_cache: dict[tuple, Any] = {}
+_lock = threading.Lock()
+
+
+class UnknownBackend(ValueError):
+    pass
+
+
+def _module(role: str, name: str):
+    try:
+        path = REGISTRY[role][name]
+    except KeyError:
+        known = ", ".join(sorted(REGISTRY.get(role, {})))
+        raise UnknownBackend(f"unknown {role} backend {name!r} (known: {known})") from None
+    return importlib.import_module(path)
+
+
+def _key(role: str, name: str, cfg: RunConfig) -> tuple:
+    return (role, name, repr(sorted(cfg.opts(role).items())), cfg.device, cfg.dtype)
+
+
+def get(role: str, cfg: RunConfig, name: str | None = None):
+    name = name or {"watcher": cfg.watcher, "renderer": cfg.renderer, "critic": cfg.critic,
+                    "refiner": cfg.refiner_name}[role]
+    key = _key(role, name, cfg)
+    with _lock:
+        if key not in _cache:
+            _cache[key] = _module(role, name).make(cfg)
+        return _cache[key]
+
+
+def describe_all(cfg: RunConfig | None = None) -> list[dict]:
+    cfg = cfg or RunConfig()
+    rows = []
+    for role, entries in REGISTRY.items():
+        for name in entries:
+            try:
+                info = _module(role, name).describe(cfg)
+            except ImportError as exc:
+                info = {"available": False, "why": f"not installed: {exc}"}
+            rows.append({"role": role, "name": name, **info})
+    return rows
+
+
+def clear_cache() -> None:
+    with _lock:
+        _cache.clear()

@@ -1,0 +1,51 @@
+"""Run configuration: which backends, how many rounds, what passes. Stored verbatim on every Run."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from reasoning.plan import DIMENSIONS
+
+DEFAULT_THRESHOLDS = {"semantic": 0.45, "temporal": 0.6, "aesthetic": 0.6, "spatial": 0.5}
+
+
+class RunConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    watcher: str = "offline"
+    renderer: str = "offline"
+    critic: str = "offline"
+    refiner: str | None = None  # None → same family as the watcher (offline rules, or the VLM)
+    rounds: int = Field(default=3, ge=1, le=20)
+    seed: int = 0
+    thresholds: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
+    min_improvement: float = Field(default=0.005, ge=0.0)
+    review: bool = False
+    max_duration_s: float = Field(default=600.0, gt=0)
+    keep_original: str = "drop"  # drop | mix
+    device: str = "cpu"
+    dtype: str = "fp32"
+    # Per-backend options, e.g. {"watcher": {"model": PATH}, "renderer": {"weights": DIR, "steps": 24}}.
+    options: dict[str, dict] = Field(default_factory=dict)
+
+    @field_validator("thresholds")
+    @classmethod
+    def _known_dims(cls, v: dict[str, float]) -> dict[str, float]:
+        for k in v:
+            if k not in DIMENSIONS:
+                raise ValueError(f"unknown dimension {k!r} in thresholds")
+        return {**DEFAULT_THRESHOLDS, **v}
+
+    @field_validator("keep_original")
+    @classmethod
+    def _keep(cls, v: str) -> str:
+        if v not in ("drop", "mix"):
+            raise ValueError("keep_original must be 'drop' or 'mix'")
+        return v
+
+    @property
+    def refiner_name(self) -> str:
+        return self.refiner or (self.watcher if self.watcher in ("qwen", "openai") else "offline")
+
+    def opts(self, role: str) -> dict:
+        return dict(self.options.get(role, {}))

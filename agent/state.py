@@ -1,0 +1,38 @@
+"""Graph state: ids, paths and small numbers only (checkpointed after every node). Never tensors or models."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TypedDict
+
+from agent.config import RunConfig
+from store.db import Store
+
+
+class RunState(TypedDict, total=False):
+    run_id: str
+    branch: int
+    video_path: str | None
+    out_path: str | None
+    rounds_cap: int  # how many rounds this branch may render
+    round_index: int  # index (within the branch) of the round being worked on
+    current_round_id: int | None
+    best_round_id: int | None
+    best_overall: float | None
+    rounds_without_improvement: int
+    stop_reason: str | None
+    seed: int
+    output_path: str | None
+
+
+@dataclass
+class RunContext:
+    """Per-invocation runtime objects (not checkpointed): rebuilt from the DB on resume."""
+
+    store: Store
+    cfg: RunConfig
+    show_progress: bool = False
+
+
+def thread_id(run_id: str, branch: int) -> str:
+    return run_id if branch == 0 else f"{run_id}:b{branch}"

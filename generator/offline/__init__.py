@@ -1,0 +1,1 @@
+"""Sample-based offline foley renderer (CC0 bank + MiniLM matching + mixer)."""

@@ -1,0 +1,1 @@
+"""Watching, critiquing and refining: everything that reasons about the sound plan."""

