@@ -59,6 +59,11 @@ def _build_config(rounds: int, seed: int, review: bool, watcher: str, watcher_mo
         options.setdefault("renderer", {})["steps"] = steps
     if cfg_scale is not None:
         options.setdefault("renderer", {})["cfg_scale"] = cfg_scale
+    from agent.backends import REGISTRY
+
+    for role, name in (("watcher", watcher), ("renderer", renderer), ("critic", critic), ("refiner", refiner)):
+        if name is not None and name not in REGISTRY[role]:
+            raise UserError(f"unknown {role} backend {name!r} (known: {', '.join(sorted(REGISTRY[role]))})")
     try:
         return RunConfig(rounds=rounds, seed=seed, review=review, watcher=watcher, renderer=renderer, critic=critic,
                          refiner=refiner, max_duration_s=max_duration, keep_original=keep_original, device=device,
@@ -345,12 +350,12 @@ def main(argv: list[str] | None = None) -> int:
     except (UserError, MediaError, SchemaTooNew, FileNotFoundError) as exc:
         if debug:
             traceback.print_exc()
-        err_console.print(f"error: {exc}", highlight=False, markup=False)
+        _one_line(f"error: {exc}")
         return 2
     except _user_error_types() as exc:
         if debug:
             traceback.print_exc()
-        err_console.print(f"error: {exc}", highlight=False, markup=False)
+        _one_line(f"error: {exc}")
         return 2
     except typer.Exit as exc:
         return exc.exit_code
@@ -365,9 +370,12 @@ def main(argv: list[str] | None = None) -> int:
             return exc.exit_code
         if debug:
             traceback.print_exc()
-        err_console.print(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
-                          highlight=False, markup=False)
+        _one_line(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)")
         return 1
+
+
+def _one_line(message: str) -> None:
+    print(" ".join(message.split()), file=sys.stderr, flush=True)
 
 
 def _user_error_types() -> tuple[type[BaseException], ...]:
