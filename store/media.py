@@ -298,7 +298,7 @@ def mux(video: str | Path, audio: np.ndarray, sample_rate: int, out: str | Path,
         vout = dst.add_stream_from_template(vin)
         aout = dst.add_stream(fmt_codec, rate=rate, layout="stereo")
         for packet in src.demux(vin):
-            if packet.dts is None:
+            if packet.size == 0:  # demuxer flush packet; Matroska keyframes legitimately have dts None
                 continue
             packet.stream = vout
             dst.mux(packet)
