@@ -71,8 +71,7 @@ def test_visual_api_layouts(visual_oracle):
     sync = model.extract(frames[0], chunk_windows=2)  # (T, 3, H, W) input, uneven chunks
     assert sync.shape == (1, 24, 128)
     torch.testing.assert_close(sync, want["sync_features"], atol=ATOL, rtol=ATOL)
-    per_window = model.extract_per_window(frames)
-    torch.testing.assert_close(per_window, want["per_window"], atol=ATOL, rtol=ATOL)
+    torch.testing.assert_close(sync.view(1, 3, 8, 128), want["per_window"], atol=ATOL, rtol=ATOL)
 
 
 def test_full_oracle_all_outputs(full_oracle):
@@ -104,6 +103,45 @@ def test_detect_rejects_other_data(visual_oracle):
     assert oracle.detect([1, 2]) is None
     with pytest.raises(ValueError):
         oracle.check({"foo": 1})
+
+
+def _randomize(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return {k: torch.randn(v.shape, generator=g) * 0.2 for k, v in model.state_dict().items()}
+
+
+def test_oracle_replay_follows_any_config(visual_oracle, full_oracle):
+    """Another config in the oracle format (other widths/depths/heads) is rebuilt from `config`, not hard-coded."""
+    vcfg = {**visual_oracle["config"], "vit_overrides": {"EMBED_DIM": 64, "NUM_HEADS": 2, "DEPTH": 1, "MLP_RATIO": 2},
+            "agg_nhead": 2, "agg_ff": 96}
+    model = SynchformerVisual(oracle.visual_config(vcfg))
+    sd = _randomize(model)
+    model = SynchformerVisual.from_state_dict(sd, model.cfg)
+    frames = visual_oracle["inputs"]["frames_uint8"][:, :24]
+    fake = {"config": vcfg, "state_dict": sd, "inputs": {"frames_uint8": frames},
+            "outputs": {"sync_features": model.extract(frames), "per_window": model.extract_per_window(frames)}}
+    assert model.state_dict()["vfeat_extractor.blocks.0.mlp.fc1.weight"].shape == (128, 64)
+    assert max(oracle.check(fake).values()) <= ATOL
+
+    fcfg = {**full_oracle["config"], "D": 64, "vit_overrides": {"EMBED_DIM": 64, "NUM_HEADS": 2, "DEPTH": 1},
+            "ast_config_overrides": {"hidden_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
+                                     "intermediate_size": 96},
+            "global_transformer": {**full_oracle["config"]["global_transformer"], "n_layer": 1, "n_head": 2,
+                                   "n_embd": 64}}
+    full = Synchformer(oracle.full_config(fcfg))
+    sd = _randomize(full)
+    full = Synchformer.from_state_dict(sd, full.cfg)
+    g = torch.Generator().manual_seed(2)
+    vis, aud = torch.randn(1, 16, 8, 64, generator=g), torch.randn(1, 16, 6, 64, generator=g)
+    mel = full_oracle["inputs"]["mel"]
+    logits = full.logits_first_last(vis, aud)
+    with torch.inference_mode():
+        afeats = full.extract_afeats(mel)
+    fake = {"config": fcfg, "state_dict": sd, "inputs": {"mel": mel, "vfeats": vis, "afeats": aud},
+            "outputs": {"afeats_from_mel": afeats, "logits_first": logits[:, 0], "logits_last": logits[:, 1],
+                        "desync": torch.tensor(desync_from_logits(logits[:, 0], logits[:, 1], full.class_grid))}}
+    assert oracle.detect(fake) == oracle.FULL
+    assert max(oracle.check(fake).values()) <= ATOL
 
 
 # --- manifests (real size, meta device) -----------------------------------------------------------------------------
@@ -241,15 +279,13 @@ def test_desync_end_to_end(full_tiny):
     g = torch.Generator().manual_seed(1)
     frames = torch.randint(0, 256, (num_sync_frames(4.8), 3, 224, 224), dtype=torch.uint8, generator=g)
     audio = torch.randn(2, 48000 * 5, generator=g) * 0.1  # stereo 48 kHz, longer than the video
-    logits = full_tiny.offset_logits(frames, audio, 48000)
-    assert logits.shape == (1, 2, 21)
-    torch.testing.assert_close(logits[:, 0], logits[:, 1])  # S == 14: first and last windows coincide
     vis, aud = full_tiny.features(frames, audio, 48000)
     assert vis.shape == (1, 14, 8, 128) and aud.shape == (1, 14, 6, 128)
-    torch.testing.assert_close(logits, full_tiny.logits_first_last(vis, aud))
-    desync = full_tiny.desync_seconds(frames, audio, 48000)
-    grid = full_tiny.class_grid
+    logits = full_tiny.logits_first_last(vis, aud)
+    assert logits.shape == (1, 2, 21)
+    torch.testing.assert_close(logits[:, 0], logits[:, 1])  # S == 14: first and last windows coincide
+    desync = full_tiny.desync_seconds(frames, audio, 48000)  # the critic's one-call path
     assert desync.shape == (1,)
-    assert torch.isclose(desync[0], grid[logits[0, 0].argmax()].abs())
+    assert torch.isclose(desync[0], full_tiny.class_grid[logits[0, 0].argmax()].abs())
     with pytest.raises(ValueError, match="at least 14 windows"):
         full_tiny.offset_logits(frames[:100], audio, 48000)

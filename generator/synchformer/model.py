@@ -13,7 +13,7 @@ from .config import FullConfig
 from .fusion import FusionTransformer, offsets_from_logits
 from .loading import build_on_meta, load_assign, read_state_dict
 from .motionformer import MotionFormer
-from .preprocess import SYNC_FPS
+from .preprocess import SYNC_FPS, num_windows
 from .visual import extract_windows
 
 
@@ -97,13 +97,17 @@ class Synchformer(nn.Module):
             raise ValueError(f"batch mismatch: {vis.shape[0]} videos vs {aud.shape[0]} audios")
         return vis, aud
 
+    def _require_windows(self, s: int) -> None:
+        n = self.cfg.fusion.n_windows
+        if s < n:
+            raise ValueError(f"DeSync needs at least {n} windows (>= {0.32 * (n + 1):.2f} s), got {s}")
+
     @torch.inference_mode()
     def logits_first_last(self, vis: torch.Tensor, aud: torch.Tensor) -> torch.Tensor:
         """Logits for the first and last 14 windows -> (B, 2, 21); needs S >= 14 (d >= 4.8 s)."""
         n = self.cfg.fusion.n_windows
         s = min(vis.shape[1], aud.shape[1])
-        if s < n:
-            raise ValueError(f"DeSync needs at least {n} windows (>= {0.32 * (n + 1):.2f} s), got {s}")
+        self._require_windows(s)
         vis, aud = vis[:, :s], aud[:, :s]
         first = self.compare_v_a(vis[:, :n], aud[:, :n])
         last = self.compare_v_a(vis[:, -n:], aud[:, -n:])
@@ -113,6 +117,8 @@ class Synchformer(nn.Module):
         self, frames: torch.Tensor, waveform: torch.Tensor, sample_rate: int, duration_s: float | None = None
     ) -> torch.Tensor:
         """uint8 frames (T|B,T, 3, 224, 224) at 25 fps + waveform ((N,), (C, N) or (B, C, N)) -> (B, 2, 21)."""
+        n_frames = frames.shape[-4] if duration_s is None else int(SYNC_FPS * duration_s)
+        self._require_windows(num_windows(n_frames, self.cfg.visual.frames_per_window, self.cfg.visual.window_stride))
         return self.logits_first_last(*self.features(frames, waveform, sample_rate, duration_s))
 
     def desync_seconds(

@@ -77,7 +77,7 @@ def preprocess_sync_frames(frames, n_frames: int | None = None, size: int = SYNC
 
 
 def normalize_frames(frames: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """uint8 -> float in [-1, 1] (ToDtype(scale) then Normalize(0.5, 0.5)); float input is taken as already normalised."""
+    """uint8 -> [-1, 1] (ToDtype(scale) then Normalize(0.5, 0.5)); float input is taken as already normalised."""
     if frames.dtype == torch.uint8:
         return ((frames.to(torch.float32) / 255.0 - 0.5) / 0.5).to(dtype)
     return frames.to(dtype)

@@ -36,14 +36,12 @@ def extract_windows(backbone: MotionFormer, frames: torch.Tensor, chunk_windows:
     if s == 0:
         raise ValueError(f"need at least {cfg.frames_per_window} frames, got {t}")
     param = backbone.cls_token
-    jobs = [(i, w) for i in range(b) for w in range(s)]
+    starts = [(i, w * cfg.window_stride) for i in range(b) for w in range(s)]  # (clip, first frame), window-major
+    chunk_windows = max(1, chunk_windows)
     outs = []
-    for start in range(0, len(jobs), max(1, chunk_windows)):
-        windows = torch.stack(
-            [frames[i, w * cfg.window_stride : w * cfg.window_stride + cfg.frames_per_window] for i, w in
-             jobs[start : start + chunk_windows]]
-        )  # (n, 16, 3, H, W)
-        x = normalize_frames(windows.to(param.device), param.dtype).permute(0, 2, 1, 3, 4)
+    for c in range(0, len(starts), chunk_windows):
+        windows = torch.stack([frames[i, f : f + cfg.frames_per_window] for i, f in starts[c : c + chunk_windows]])
+        x = normalize_frames(windows.to(param.device), param.dtype).permute(0, 2, 1, 3, 4)  # (n, 3, 16, H, W)
         outs.append(backbone(x))
     return torch.cat(outs).reshape(b, s, cfg.time_tokens, cfg.dim)
 
