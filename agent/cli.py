@@ -195,6 +195,9 @@ def runs(status: Optional[str] = typer.Option(None, "--status"), limit: int = ty
 
 
 def _get_run(store, run_id: str):
+    if run_id == "last":
+        latest = store.list_runs(limit=1)
+        run_id = latest[0].id if latest else run_id
     run = store.get_run(run_id)
     if run is None:
         raise UserError(f"no run {run_id!r} in {store.db_path}")
@@ -202,7 +205,8 @@ def _get_run(store, run_id: str):
 
 
 @app.command()
-def show(run_id: str, as_json: bool = typer.Option(False, "--json")):
+def show(run_id: str = typer.Argument(..., help="Run id (a unique prefix is enough) or 'last'"),
+         as_json: bool = typer.Option(False, "--json")):
     """Rounds, per-dimension scores and stop reason of a run."""
     store = _store()
     run = _get_run(store, run_id)

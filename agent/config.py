@@ -20,6 +20,7 @@ class RunConfig(BaseModel):
     seed: int = 0
     thresholds: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
     min_improvement: float = Field(default=0.005, ge=0.0)
+    patience: int = Field(default=1, ge=1)  # rounds without improvement before stopping
     review: bool = False
     max_duration_s: float = Field(default=600.0, gt=0)
     keep_original: str = "drop"  # drop | mix

@@ -159,7 +159,7 @@ def decide_node(state: RunState, ctx: RunContext) -> dict:
     d = decide(crit, ctx.cfg.thresholds, rounds_done=state["round_index"] + 1, rounds_cap=state["rounds_cap"],
                best_overall=state.get("best_overall"),
                rounds_without_improvement=state.get("rounds_without_improvement", 0),
-               min_improvement=ctx.cfg.min_improvement)
+               min_improvement=ctx.cfg.min_improvement, patience=ctx.cfg.patience)
     update = {"best_overall": d.best_overall, "rounds_without_improvement": d.rounds_without_improvement,
               "stop_reason": d.reason}
     if d.improved or state.get("best_round_id") is None:
