@@ -6,14 +6,11 @@ Audio arrays are float (C, N) in -1..1, as ``store.media.read_audio`` returns th
 
 from __future__ import annotations
 
-import logging
 import math
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage, signal
-
-log = logging.getLogger(__name__)
 
 EPS = 1e-12
 ONSET_HOP_S = 0.010       # onset envelope rate: 100 frames/s resolves the critic's ±80 ms tolerance easily
@@ -21,6 +18,7 @@ ONSET_WIN_S = 0.023       # ~1024 samples at 44.1 kHz: short windows keep onset 
 ONSET_LOG_GAMMA = 100.0   # log(1 + γ|X|) compression, as in common spectral-flux onset detectors
 ONSET_MIN_GAP_S = 0.05    # two hits closer than this are heard as one
 ONSET_DELTA = 0.06        # peak must exceed the local median by this fraction of the envelope maximum
+ONSET_LOCAL_RATIO = 1.5   # ... and be this many times the local median
 ONSET_FLOOR_DBFS = -50.0  # ignore "onsets" in frames quieter than this (noise, reverb tails)
 SILENCE_DBFS = -60.0      # a 50 ms frame below this RMS counts as silent
 
@@ -45,6 +43,14 @@ class OnsetResult:
     envelope: np.ndarray     # (T,) spectral-flux onset strength, >= 0
     onsets: list[float]      # picked onset times (s)
     strengths: list[float]   # envelope value at each onset, relative to the envelope maximum
+    levels_db: list[float]   # RMS level (dBFS) of the ~23 ms right after each onset
+
+    def salience(self) -> list[float]:
+        """Loudness relative to the loudest onset, in sone-like units (half per -10 dB)."""
+        if not self.levels_db:
+            return []
+        top = max(self.levels_db)
+        return [float(2.0 ** ((lv - top) / 10.0)) for lv in self.levels_db]
 
 
 def onset_envelope(audio: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray]:
@@ -82,16 +88,18 @@ def detect_onsets(audio: np.ndarray, sr: int, delta: float = ONSET_DELTA,
     times, env = onset_envelope(audio, sr)
     peak = float(env.max()) if env.size else 0.0
     if peak <= EPS:
-        return OnsetResult(times, env, [], [])
+        return OnsetResult(times, env, [], [], [])
     frames_per_s = 1.0 / ONSET_HOP_S
     local = ndimage.median_filter(env, size=max(3, int(0.3 * frames_per_s) | 1), mode="nearest")
     above = env - local
     idx, _ = signal.find_peaks(above, height=delta * peak, distance=max(1, int(ONSET_MIN_GAP_S * frames_per_s)))
-    if idx.size:
-        # The attack must be audible shortly after the flux peak (the frame is centred before it).
-        level = frame_rms_db(audio, sr, times[idx] + ONSET_WIN_S / 2, ONSET_WIN_S)
-        idx = idx[level > floor_dbfs]
-    return OnsetResult(times, env, [float(times[i]) for i in idx], [float(env[i] / peak) for i in idx])
+    idx = idx[env[idx] >= ONSET_LOCAL_RATIO * local[idx]]  # stationary noise wobbles, it does not jump
+    # The attack must be audible right after the flux peak.
+    level = frame_rms_db(audio, sr, times[idx] + ONSET_WIN_S / 2, ONSET_WIN_S) if idx.size else np.zeros(0)
+    loud = level > floor_dbfs
+    idx, level = idx[loud], level[loud]
+    return OnsetResult(times, env, [float(times[i]) for i in idx], [float(env[i] / peak) for i in idx],
+                       [float(x) for x in level])
 
 
 def rms_envelope(audio: np.ndarray, sr: int, times: np.ndarray, win_s: float = 0.04) -> np.ndarray:

