@@ -12,7 +12,7 @@ import logging
 import pickle
 import warnings
 from pathlib import Path
-from typing import Any, Iterable, Mapping, NamedTuple
+from typing import Any, Iterable, Mapping, NamedTuple, Union
 
 import torch
 import torch.nn as nn
@@ -181,11 +181,11 @@ def check_keys(expected: Mapping[str, tuple[int, ...]], provided: Mapping[str, t
         raise CheckpointError("\n".join(lines))
 
 
-def load_module(model: nn.Module, tensors: TensorFile | Mapping[str, torch.Tensor], prefixes: Iterable[str],
-                what: str, *, dtype: torch.dtype, device: torch.device, source: str = "checkpoint") -> nn.Module:
+def load_module(model: nn.Module, tensors: "TensorFile | _DictFile | Mapping[str, torch.Tensor]",
+                prefixes: Iterable[str], what: str, *, dtype: torch.dtype, device: torch.device,
+                source: str = "checkpoint") -> nn.Module:
     """Fill a (meta) model from `tensors` under the best-matching prefix, one tensor at a time."""
-    if not isinstance(tensors, TensorFile):
-        tensors = _DictFile(tensors)
+    tensors = open_source(tensors)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     prefix = _pick_prefix(tensors.keys(), expected, prefixes)
     if prefix is None:
@@ -222,8 +222,23 @@ class _DictFile:
 # ------------------------------------------------------------------------------------------
 # public loaders
 
+Source = Union[str, Path, TensorFile, Mapping[str, torch.Tensor]]
 
-def load_mmdit(path_or_tensors: str | Path | TensorFile, seq: SequenceConfig | None = None, *,
+
+def open_source(src: str | Path | TensorFile | Mapping[str, torch.Tensor]) -> TensorFile | _DictFile:
+    """A path (read lazily, mmap'd), an opened TensorFile, or an in-memory state dict."""
+    if isinstance(src, (TensorFile, _DictFile)):
+        return src
+    if isinstance(src, Mapping):
+        return _DictFile(_tensors_only(src))
+    return TensorFile(src)
+
+
+def _name(src: TensorFile | _DictFile) -> str:
+    return str(src.path) if isinstance(src, TensorFile) else "state dict"
+
+
+def load_mmdit(source: Source, seq: SequenceConfig | None = None, *,
                config: MMDiTConfig | Mapping[str, Any] | None = None, dtype: str | torch.dtype | None = None,
                device: str | torch.device | None = None) -> MMDiT:
     """MM-DiT from a light ckpt, Lightning ckpt or safetensors; default config = thinksound.json."""
@@ -233,21 +248,21 @@ def load_mmdit(path_or_tensors: str | Path | TensorFile, seq: SequenceConfig | N
         MMDiTConfig.from_dict(config) if config is not None else FULL_CONFIG)
     if seq is not None:
         cfg = cfg.with_sequence(seq)
-    src = path_or_tensors if isinstance(path_or_tensors, TensorFile) else TensorFile(path_or_tensors)
+    src = open_source(source)
     model = build_mmdit(cfg, device="meta")
-    load_module(model, src, MMDIT_PREFIXES, "MM-DiT", dtype=dt, device=dev, source=str(src.path))
+    load_module(model, src, MMDIT_PREFIXES, "MM-DiT", dtype=dt, device=dev, source=_name(src))
     model.rebuild_tables()  # non-persistent tables were built on meta
     return model
 
 
-def load_vae(path_or_tensors: str | Path | TensorFile, *, config: OobleckConfig | Mapping[str, Any] | None = None,
+def load_vae(source: Source, *, config: OobleckConfig | Mapping[str, Any] | None = None,
              dtype: str | torch.dtype | None = None, device: str | torch.device | None = None) -> OobleckVAE:
     """Oobleck VAE from vae.ckpt (`autoencoder.*`), the light ckpt (`pretransform.model.*`) or safetensors."""
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
-    src = path_or_tensors if isinstance(path_or_tensors, TensorFile) else TensorFile(path_or_tensors)
+    src = open_source(source)
     model = build_vae(config if config is not None else FULL_VAE_CONFIG, device="meta")
-    return load_module(model, src, VAE_PREFIXES, "Oobleck VAE", dtype=dt, device=dev, source=str(src.path))
+    return load_module(model, src, VAE_PREFIXES, "Oobleck VAE", dtype=dt, device=dev, source=_name(src))
 
 
 class ThinkSoundModels(NamedTuple):
@@ -255,14 +270,19 @@ class ThinkSoundModels(NamedTuple):
     vae: OobleckVAE
 
 
-def load_thinksound(ckpt: str | Path, vae_ckpt: str | Path | None = None, seq: SequenceConfig | None = None, *,
+def load_thinksound(ckpt: Source, vae_ckpt: Source | None = None, seq: SequenceConfig | None = None, *,
                     dtype: str | torch.dtype | None = None, device: str | torch.device | None = None,
-                    vae_dtype: str | torch.dtype | None = None) -> ThinkSoundModels:
-    """predict.py's loading: MM-DiT (+VAE) from `ckpt`, VAE overridden by `vae_ckpt` when given."""
-    main = TensorFile(ckpt)
-    mmdit = load_mmdit(main, seq, dtype=dtype, device=device)
-    vae_src = TensorFile(vae_ckpt) if vae_ckpt is not None else main
-    vae = load_vae(vae_src, dtype=vae_dtype if vae_dtype is not None else dtype, device=device)
+                    vae_dtype: str | torch.dtype | None = None,
+                    config: MMDiTConfig | Mapping[str, Any] | None = None,
+                    vae_config: OobleckConfig | Mapping[str, Any] | None = None) -> ThinkSoundModels:
+    """predict.py's loading: MM-DiT (+VAE) from `ckpt`, VAE overridden by `vae_ckpt` when given.
+
+    The file is opened once; the VAE tensors in `ckpt` are never read when `vae_ckpt` is given.
+    """
+    main = open_source(ckpt)
+    mmdit = load_mmdit(main, seq, config=config, dtype=dtype, device=device)
+    vae_src = open_source(vae_ckpt) if vae_ckpt is not None else main
+    vae = load_vae(vae_src, config=vae_config, dtype=vae_dtype if vae_dtype is not None else dtype, device=device)
     return ThinkSoundModels(mmdit, vae)
 
 
