@@ -1,0 +1,16 @@
+"""Registry entry ``critic: openai``: the offline metric critic's scores plus a served VLM's findings."""
+
+from __future__ import annotations
+
+from agent.config import RunConfig
+from reasoning.llm_common.judge import LLMJudge, offline_metric_critic
+from reasoning.openai_backend.options import chat_from, describe_role, role_kwargs
+
+
+def make(cfg: RunConfig) -> LLMJudge:
+    return LLMJudge(chat_from(cfg, "critic"), "openai", cfg.thresholds, metric_critic=offline_metric_critic(cfg),
+                    **role_kwargs(cfg, "critic"))
+
+
+def describe(cfg: RunConfig) -> dict:
+    return describe_role(cfg, "critic")

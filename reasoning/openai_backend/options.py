@@ -1,0 +1,35 @@
+"""RunConfig → OpenAI-compatible chat, shared by the three role modules."""
+
+from __future__ import annotations
+
+from agent.config import RunConfig
+from reasoning.llm_common.options import role_kwargs as common_role_kwargs
+from reasoning.openai_backend.chat import ENV_BASE_URL, OpenAIChat, api_key_from, endpoint_from
+from reasoning.openai_backend.client import OpenAIClient
+
+ROLE_DEFAULTS = {  # servers often cap images per request; keep the counts modest
+    "watcher": {"fps": 1.0, "max_frames": 32, "max_new_tokens": 1024},
+    "refiner": {"fps": 0.5, "max_frames": 8, "max_new_tokens": 1024},
+    "critic": {"fps": 1.0, "max_frames": 16, "max_new_tokens": 768},
+}
+
+
+def chat_from(cfg: RunConfig, role: str) -> OpenAIChat:
+    o = cfg.opts(role)
+    client = OpenAIClient(endpoint_from(o), api_key_from(o), timeout_s=float(o.get("timeout_s", 120.0)),
+                          retries=int(o.get("retries", 2)), backoff_s=float(o.get("backoff_s", 1.0)))
+    return OpenAIChat(client, o.get("model"), jpeg_quality=int(o.get("jpeg_quality", 85)), seed=cfg.seed)
+
+
+def role_kwargs(cfg: RunConfig, role: str) -> dict:
+    return common_role_kwargs(cfg.opts(role), ROLE_DEFAULTS[role], max_side=448)
+
+
+def describe_role(cfg: RunConfig, role: str) -> dict:
+    """Configuration only: nothing is sent to the server (``foleyloop models`` must stay fast and offline)."""
+    o = cfg.opts(role)
+    url = endpoint_from(o)
+    return {"available": bool(url), "where": url,
+            "why": "" if url else f"no endpoint: pass --endpoint URL or set {ENV_BASE_URL}",
+            "model_id": str(o.get("model") or "(first model the server lists)"),
+            "license": "that of the served model"}
