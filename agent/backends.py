@@ -26,6 +26,7 @@ REGISTRY: dict[str, dict[str, str]] = {
     "critic": {
         "offline": "reasoning.offline.critic",
         "qwen": "reasoning.qwen.judge",
+        "qwen-omni": "reasoning.qwen.omni",
         "openai": "reasoning.openai_backend.judge",
     },
     "refiner": {

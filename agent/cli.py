@@ -92,7 +92,7 @@ O_WMODEL = typer.Option(None, "--watcher-model", help="VLM hub id or local path 
 O_ENDPOINT = typer.Option(None, "--endpoint", help="OpenAI-compatible base URL")
 O_RENDERER = typer.Option("offline", "--renderer", help="offline | thinksound")
 O_WEIGHTS = typer.Option(None, "--weights", help="ThinkSound checkpoint folder")
-O_CRITIC = typer.Option("offline", "--critic", help="offline | qwen | openai")
+O_CRITIC = typer.Option("offline", "--critic", help="offline | qwen | qwen-omni | openai")
 O_REFINER = typer.Option(None, "--refiner", help="offline | qwen | openai (default: follows --watcher)")
 O_MAXDUR = typer.Option(600.0, "--max-duration", help="Refuse videos longer than this (s)")
 O_KEEP = typer.Option("drop", "--keep-original", help="drop | mix the original soundtrack")
@@ -363,6 +363,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except typer.Exit as exc:
         return exc.exit_code
+    except _backend_error_type() as exc:  # a model answered badly or failed: not the user's input
+        if debug:
+            traceback.print_exc()
+        _one_line(f"error: {exc}")
+        return 1
     except typer.Abort:
         err_console.print("aborted")
         return 1
@@ -380,6 +385,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def _one_line(message: str) -> None:
     print(" ".join(message.split()), file=sys.stderr, flush=True)
+
+
+def _backend_error_type() -> type[BaseException]:
+    from reasoning.protocols import BackendError
+
+    return BackendError
 
 
 def _user_error_types() -> tuple[type[BaseException], ...]:

@@ -42,6 +42,10 @@ def _after_decide(state: RunState) -> str:
     return "finalize" if state.get("stop_reason") else "refine"
 
 
+def _after_refine(state: RunState) -> str:
+    return "finalize" if state.get("stop_reason") else "render"
+
+
 def build_graph(cfg: RunConfig, checkpointer) -> "CompiledStateGraph":  # noqa: F821
     g = StateGraph(RunState, context_schema=RunContext)
     g.add_node("probe", nodes.probe)
@@ -59,7 +63,7 @@ def build_graph(cfg: RunConfig, checkpointer) -> "CompiledStateGraph":  # noqa: 
     g.add_edge("render", "critique")
     g.add_edge("critique", "decide")
     g.add_conditional_edges("decide", _after_decide, {"refine": "refine", "finalize": "finalize"})
-    g.add_edge("refine", "render")
+    g.add_conditional_edges("refine", _after_refine, {"render": "render", "finalize": "finalize"})
     g.add_edge("finalize", END)
     return g.compile(checkpointer=checkpointer)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -19,6 +20,7 @@ from agent import backends
 from agent.state import RunContext, RunState
 from reasoning.plan import Critique, Plan
 from reasoning.policy import decide
+from reasoning.protocols import BackendError
 from store import media
 from store.media import VideoInfo
 from store.schema import Round
@@ -80,11 +82,18 @@ def probe(state: RunState, ctx: RunContext) -> dict:
 
 @tracked("watch")
 def watch(state: RunState, ctx: RunContext) -> dict:
-    existing = ctx.store.rounds(state["run_id"], branch=state["branch"])
+    existing = [r for r in ctx.store.rounds(state["run_id"], branch=state["branch"]) if r.status != "failed"]
     if existing:  # watched before a crash: reuse it
         return {"current_round_id": existing[0].id, "round_index": 0}
     watcher = backends.get("watcher", ctx.cfg)
-    result = watcher.watch(Path(state["video_path"]), _info(ctx, state["run_id"]))
+    try:
+        result = watcher.watch(Path(state["video_path"]), _info(ctx, state["run_id"]))
+    except BackendError as exc:  # keep the model's raw text on a failed round, then fail the run
+        ctx.store.add_round(run_id=state["run_id"], index=0, branch=state["branch"], author="watcher",
+                            status="failed", seed=state["seed"], error=str(exc)[:2000],
+                            raw_output=exc.raw_output[:200_000], model_id=getattr(exc, "model_id", watcher.model_id),
+                            prompt_version=getattr(exc, "prompt_version", ""))
+        raise
     plan = result.plan.model_copy(update={"provenance": result.plan.provenance.model_copy(
         update={"author": "watcher", "backend": watcher.name, "model_id": result.model_id,
                 "prompt_version": result.prompt_version, "round": 0})})
@@ -120,6 +129,7 @@ def render(state: RunState, ctx: RunContext) -> dict:
     rnd = ctx.store.get_round(state["current_round_id"])
     if rnd.audio_artifact_id is not None:
         return {}
+    _make_room_for_renderer(ctx)
     renderer = backends.get("renderer", ctx.cfg)
     video = Path(state["video_path"]) if state.get("video_path") else None
     tmp_dir = ctx.store.home / "tmp"
@@ -130,6 +140,13 @@ def render(state: RunState, ctx: RunContext) -> dict:
     timings = json.loads(rnd.timings_json or "{}") | {"render_meta": _small(result.meta)}
     ctx.store.update_round(rnd.id, audio_artifact_id=art.id, status="rendered", timings_json=timings)
     return {}
+
+
+def _make_room_for_renderer(ctx: RunContext) -> None:
+    """On a GPU, release the VLM first when it and the generator don't fit together (it reloads lazily)."""
+    loader = sys.modules.get("reasoning.qwen.loader")
+    if loader is not None and ctx.cfg.device.startswith("cuda") and ctx.cfg.renderer != "offline":
+        loader.make_room(float(ctx.cfg.opts("renderer").get("gpu_memory_gb", 12.0)))
 
 
 def _small(meta: dict) -> dict:
@@ -179,8 +196,16 @@ def refine(state: RunState, ctx: RunContext) -> dict:
     crit = Critique.from_json(best.critique_json)
     failing = crit.failing(ctx.cfg.thresholds) or [d for d, v in crit.scores.items() if v is not None]
     video = Path(state["video_path"]) if state.get("video_path") else None
-    result = refiner.refine(_plan(best), crit, failing, next_index, best.seed, video=video,
-                            info=_info(ctx, state["run_id"]))
+    try:
+        result = refiner.refine(_plan(best), crit, failing, next_index, best.seed, video=video,
+                                info=_info(ctx, state["run_id"]))
+    except BackendError as exc:  # the best round so far stands; the failed attempt is kept for review
+        ctx.store.add_round(run_id=state["run_id"], index=next_index, branch=state["branch"], author="refiner",
+                            parent_round_id=best.id, status="failed", seed=best.seed, error=str(exc)[:2000],
+                            raw_output=exc.raw_output[:200_000], plan_json=best.plan_json,
+                            prompt_version=getattr(exc, "prompt_version", ""),
+                            model_id=getattr(exc, "model_id", getattr(refiner, "model_id", refiner.name)))
+        return {"stop_reason": f"refiner_failed: {str(exc)[:200]}"}
     plan = result.plan.model_copy(update={"provenance": result.plan.provenance.model_copy(
         update={"author": "refiner", "round": next_index, "backend": refiner.name})})
     rnd = ctx.store.add_round(run_id=state["run_id"], index=next_index, branch=state["branch"], author="refiner",
@@ -208,6 +233,9 @@ def finalize(state: RunState, ctx: RunContext) -> dict:
         media.copy_file(audio_path, out)
         record |= {"output_path": str(Path(out).resolve())}
     branches[str(state["branch"])] = record
+    loader = sys.modules.get("reasoning.qwen.loader")
+    if loader is not None:
+        loader.release()
     ctx.store.update_run(state["run_id"], status="done", stop_reason=state.get("stop_reason"),
                          best_round_id=best.id, best_overall=best.score_overall, branches_json=branches,
                          output_path=record.get("output_path"), output_artifact_id=record.get("output_artifact_id"),

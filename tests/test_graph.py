@@ -146,3 +146,39 @@ def test_two_concurrent_dubs_into_one_db(tmp_path):
         assert [x.index for x in rounds] == [0, 1, 2]
         assert all(store.artifact_path(x.audio_artifact_id).exists() for x in rounds)
     assert {json.loads(r.video_info_json)["path"] for r in runs} == {str(c.resolve()) for c in clips}
+
+
+def test_malformed_vlm_output_fails_the_run_and_keeps_raw_text(store, fake_backends, clip, monkeypatch, tmp_path,
+                                                                capsys):
+    from agent.cli import main
+    from reasoning.protocols import BackendError
+    from tests import fakes
+
+    def broken(self, video, info):
+        raise BackendError("watcher reply is not a valid plan after 3 attempts", raw_output="{not json")
+
+    monkeypatch.setattr(fakes.FakeWatcher, "watch", broken)
+    code = main(["--db", str(store.db_path), "dub", str(clip), "--out", str(tmp_path / "o.mp4"),
+                 "--watcher", "fake", "--renderer", "fake", "--critic", "fake", "--refiner", "fake"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and err[-1].startswith("error: watcher reply is not a valid plan")
+    assert not any("Traceback" in line for line in err)
+    run = store.list_runs()[0]
+    assert run.status == "failed" and "not a valid plan" in run.error
+    (rnd,) = store.rounds(run.id)
+    assert rnd.status == "failed" and rnd.raw_output == "{not json"
+
+
+def test_refiner_failure_keeps_best_round_and_finishes(store, fake_backends, clip, monkeypatch):
+    from reasoning.protocols import BackendError
+    from tests import fakes
+
+    def broken(self, plan, *a, **k):
+        raise BackendError("refiner timed out", raw_output="partial")
+
+    monkeypatch.setattr(fakes.FakeRefiner, "refine", broken)
+    run_id, _ = graph.dub(store, clip, CFG)
+    run = store.get_run(run_id)
+    rounds = store.rounds(run_id)
+    assert run.status == "done" and run.stop_reason.startswith("refiner_failed")
+    assert run.best_round_id == rounds[0].id and rounds[1].status == "failed" and rounds[1].raw_output == "partial"
