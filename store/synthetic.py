@@ -6,7 +6,7 @@ frame: when each impact happens and on which side of the picture. Real footage c
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -15,6 +15,7 @@ import numpy as np
 from store.media import write_video
 
 AUDIO_RATE = 44100
+_FIRST_DROP_S = 0.9  # free fall before the first hit; a later hit waits at the top, an earlier one starts mid-air
 
 
 @dataclass
@@ -26,7 +27,6 @@ class SyntheticClip:
     side_of_impact: list[float]  # pan -1..1 of the ball's x position at each impact
     has_audio: bool = False
     size: tuple[int, int] = (320, 180)
-    extra: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -37,22 +37,25 @@ class _Trajectory:
     xs: np.ndarray  # x at each impact
     floor_y: float
     g: float  # px / s^2
-    last_flight: float
-    x_speed_after: float
+    roll_speed: float  # px / s after the last impact
+    first_drop: float  # seconds of free fall before the first impact
 
     def at(self, t: float) -> tuple[float, float]:
         imp = self.impacts
         if t <= imp[0]:
-            # Dropped from rest at t=0, straight down onto the first impact point.
-            return float(self.xs[0]), self.floor_y - 0.5 * self.g * (imp[0] ** 2 - t ** 2)
+            # Held still at the top, then dropped from rest straight down onto the first impact point
+            # (already falling at t=0 when the first hit comes sooner than the full drop).
+            fallen = max(0.0, t - (imp[0] - self.first_drop))  # seconds since release
+            return float(self.xs[0]), self.floor_y - 0.5 * self.g * (self.first_drop ** 2 - fallen ** 2)
         i = int(np.searchsorted(imp, t, side="right")) - 1
         tau = t - imp[i]
         if i + 1 < len(imp):
             flight = imp[i + 1] - imp[i]
             x = self.xs[i] + (self.xs[i + 1] - self.xs[i]) * tau / flight
         else:
-            flight = self.last_flight
-            x = self.xs[i] + self.x_speed_after * tau
+            # After the last hit the ball stays on the floor and rolls on steadily until the clip ends:
+            # stopping (or leaving the picture) would itself be a sudden change of motion.
+            return float(self.xs[i] + self.roll_speed * tau), self.floor_y
         v_up = 0.5 * self.g * flight
         height = v_up * tau - 0.5 * self.g * tau ** 2
         return float(x), self.floor_y - height
@@ -86,16 +89,19 @@ def _disc(img: np.ndarray, cx: float, cy: float, r: float, color: np.ndarray) ->
     img[y0:y1, x0:x1] = img[y0:y1, x0:x1] * (1 - alpha) + color * alpha
 
 
-def _trajectory(impacts: np.ndarray, xs: np.ndarray, duration_s: float, floor_y: float, top_y: float) -> _Trajectory:
+def _trajectory(impacts: np.ndarray, xs: np.ndarray, duration_s: float, floor_y: float, top_y: float,
+                width: int) -> _Trajectory:
     avail = floor_y - top_y
-    # After the last hit the ball hops straight up and must not land again inside the clip.
     flights = np.diff(impacts)
-    last = max(float(flights[-1]) if len(flights) else 2.0 * impacts[0], duration_s - impacts[-1] + 0.3)
+    first = _FIRST_DROP_S
     # The first drop starts from rest inside the frame, and no hop's apex leaves the frame (an object
     # leaving the picture would look like a sudden stop to a motion detector).
-    g = min([2.0 * avail / impacts[0] ** 2] + [8.0 * avail / f ** 2 for f in (*flights.tolist(), last)])
-    x_speed = 0.0
-    return _Trajectory(impacts, xs, floor_y, g, last, x_speed)
+    g = min([2.0 * avail / first ** 2] + [8.0 * avail / f ** 2 for f in flights.tolist()])
+    # Roll towards the middle, slowly enough to stay in the picture until the end.
+    centre = 0.5 * width
+    room = abs(xs[-1] - centre) + 0.25 * width
+    speed = min(0.25 * width, room / max(duration_s - impacts[-1], 1e-3))
+    return _Trajectory(impacts, xs, floor_y, g, float(np.sign(centre - xs[-1]) * speed), first)
 
 
 def render_impact_frames(duration_s: float = 4.0, impacts: Sequence[float] = (0.8, 1.9, 3.1), fps: float = 25.0,
@@ -120,7 +126,7 @@ def render_impact_frames(duration_s: float = 4.0, impacts: Sequence[float] = (0.
         mag = rng.uniform(0.35, 0.75)
         pans.append(-mag if left else mag)
     xs = (np.asarray(pans) + 1.0) * 0.5 * (w - 1)
-    traj = _trajectory(imp, xs, duration_s, floor_y, top_y=r + 2)
+    traj = _trajectory(imp, xs, duration_s, floor_y, top_y=r + 2, width=w)
     bg = _background(rng, w, h, floor_top)
     color = np.array([250.0, 245.0, 225.0], dtype=np.float32)
     n = int(round(duration_s * fps))

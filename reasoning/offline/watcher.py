@@ -1,0 +1,325 @@
+"""The offline watcher: a deterministic perception → template pipeline that writes the sound plan.
+
+No vision-language model ships with its weights on PyPI, so this watcher does not pretend to be one:
+timing, sides and shots come from the visual analysis (``motion``), what is on screen from ImageNet
+labels on a few keyframes (``labels``), and the words from a reviewed table (``vocabulary``). A real
+VLM backend replaces it through the same Watcher protocol.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from agent.config import RunConfig
+from reasoning.offline import vocabulary as vocab
+from reasoning.offline.motion import VisualAnalysis, analysis_cache_path, analyze_video
+from reasoning.plan import CAPTION_MAX_WORDS, Event, EventKind, Plan, Provenance
+from reasoning.protocols import WatchResult
+from store.media import VideoInfo, iter_frames, probe
+
+log = logging.getLogger(__name__)
+
+NAME = "offline"
+MODEL_ID = "offline:motion+efficientnet_lite0"
+PROMPT_VERSION = "offline-watch-v1"
+LOW_CONFIDENCE = 0.3  # mean top-1 probability below which the labels are called a guess
+_MIN_SHOT_S = 0.3
+_IMPACT_LEN_S = 0.25
+_MOVE_LEVEL = 0.3  # motion (0..1) above which a stretch counts as sustained movement
+_MOVE_MIN_S = 0.6
+_MAX_LISTED_TIMES = 6
+
+
+@dataclass
+class Shot:
+    start_s: float
+    end_s: float
+    keyframes: list[float] = field(default_factory=list)
+    labels: list[list[tuple[int, tuple[str, ...], float]]] = field(default_factory=list)  # per keyframe
+    rules: list[tuple[vocab.SoundRule, float]] = field(default_factory=list)
+
+    @property
+    def top(self) -> vocab.SoundRule:
+        return self.rules[0][0] if self.rules else vocab.FALLBACK
+
+    @property
+    def duration_s(self) -> float:
+        return self.end_s - self.start_s
+
+
+def split_shots(duration_s: float, cuts: list[float]) -> list[Shot]:
+    """Shots between scene cuts; slivers shorter than _MIN_SHOT_S join their neighbour."""
+    edges = [0.0] + [c for c in sorted(cuts) if _MIN_SHOT_S <= c <= duration_s - _MIN_SHOT_S] + [duration_s]
+    merged = [edges[0]]
+    for e in edges[1:-1]:
+        if e - merged[-1] >= _MIN_SHOT_S:
+            merged.append(e)
+    merged.append(duration_s)
+    return [Shot(a, b) for a, b in zip(merged[:-1], merged[1:]) if b > a]
+
+
+def plan_keyframes(shots: list[Shot], max_frames: int, per_shot: int) -> None:
+    """A bounded number of keyframe times, spread inside shots; long shots first when frames are short."""
+    budget = max(1, max_frames)
+    order = sorted(range(len(shots)), key=lambda i: -shots[i].duration_s)
+    counts = [0] * len(shots)
+    for _ in range(per_shot):
+        for i in order:
+            if budget and counts[i] < per_shot:
+                counts[i] += 1
+                budget -= 1
+    for shot, n in zip(shots, counts):
+        shot.keyframes = [round(shot.start_s + shot.duration_s * (j + 1) / (n + 1), 3) for j in range(n)]
+
+
+def grab_frames(video: Path, times: list[float], duration_s: float, max_side: int = 256) -> list[np.ndarray]:
+    """The frame nearest each requested time, decoded once at a low rate (never the whole clip in memory)."""
+    if not times:
+        return []
+    want = sorted(set(times))
+    step = 0.1
+    best: dict[float, tuple[float, np.ndarray]] = {}
+    for t, img in iter_frames(video, 1.0 / step, max_side=max_side, end_s=duration_s):
+        for w in want:
+            d = abs(t - w)
+            if w not in best or d < best[w][0]:
+                best[w] = (d, img)
+        if t > want[-1] + step:
+            break
+    last = next(iter(best.values()))[1] if best else None
+    return [best[t][1] if t in best else last for t in times]
+
+
+def _fmt_times(times: list[float], limit: int = _MAX_LISTED_TIMES) -> str:
+    shown = ", ".join(f"{t:.1f}" for t in times[:limit])
+    more = len(times) - limit
+    return shown + (f" and {more} more" if more > 0 else "") + " s"
+
+
+def _side_word(pan: float) -> str:
+    return "left" if pan < -0.25 else "right" if pan > 0.25 else "centre"
+
+
+class OfflineWatcher:
+    name = NAME
+    model_id = MODEL_ID
+
+    def __init__(self, cache_dir: str | Path | None = None, fps: float = 25.0, max_side: int = 160,
+                 max_frames: int = 12, frames_per_shot: int = 2, use_labels: bool = True, classifier=None):
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.fps, self.max_side = float(fps), int(max_side)
+        self.max_frames, self.frames_per_shot = int(max_frames), int(frames_per_shot)
+        self.use_labels = use_labels
+        self._classifier = classifier  # anything with top_labels(frames, k); None → the shared EfficientNet
+
+    # ---- perception ----------------------------------------------------------------------------------
+    def _label(self, video: Path, shots: list[Shot], duration_s: float) -> str:
+        """Fill each shot's labels and rules; returns why labels are missing ('' when they are there)."""
+        if not self.use_labels:
+            return "labels disabled by config"
+        times = [t for s in shots for t in s.keyframes]
+        try:
+            clf = self._classifier
+            if clf is None:
+                from reasoning.offline.labels import get_classifier
+
+                clf = get_classifier()
+            frames = grab_frames(video, times, duration_s)
+            per_frame = iter(clf.top_labels(frames, k=5))
+        except Exception as exc:  # noqa: BLE001 - any failure of the optional classifier degrades, never crashes
+            log.warning("offline watcher: image labels unavailable (%s: %s); using generic sound words",
+                        type(exc).__name__, exc)
+            return f"{type(exc).__name__}: {exc}"
+        for shot in shots:
+            shot.labels = [[(lab.index, tuple(lab.synonyms), float(lab.prob)) for lab in next(per_frame)]
+                           for _ in shot.keyframes]
+        return ""
+
+    # ---- plan writing --------------------------------------------------------------------------------
+    def watch(self, video: Path, info: VideoInfo | None = None) -> WatchResult:
+        video = Path(video)
+        info = info or probe(video)
+        vis = analyze_video(video, info, fps=self.fps, max_side=self.max_side, cache_dir=self.cache_dir)
+        duration = float(info.duration_s)
+        shots = split_shots(duration, vis.cuts)
+        plan_keyframes(shots, self.max_frames, self.frames_per_shot)
+        missing = self._label(video, shots, duration)
+        for shot in shots:
+            shot.rules = vocab.rank(lab for frame in shot.labels for lab in frame)
+        top1 = [frame[0][2] for s in shots for frame in s.labels if frame]
+        confidence = float(np.mean(top1)) if top1 else 0.0
+        plan = self._plan(vis, shots, duration, confidence, bool(missing))
+        meta = {
+            "shots": [{"start_s": s.start_s, "end_s": s.end_s, "keyframes": s.keyframes,
+                       "rules": [(r.name, round(m, 3)) for r, m in s.rules[:3]],
+                       "labels": [[(syn[0], round(p, 3)) for _, syn, p in frame] for frame in s.labels]}
+                      for s in shots],
+            "label_confidence": round(confidence, 3),
+            "labels_missing": missing,
+            "onsets": vis.onsets, "cuts": vis.cuts,
+        }
+        if self.cache_dir is not None:
+            meta["analysis_path"] = str(analysis_cache_path(video, self.cache_dir, self.fps, self.max_side))
+        return WatchResult(plan=plan, model_id=self.model_id, prompt_version=PROMPT_VERSION,
+                           raw_output=json.dumps(meta, default=str), meta=meta)
+
+    def _plan(self, vis: VisualAnalysis, shots: list[Shot], duration: float, confidence: float,
+              missing: bool) -> Plan:
+        events = self._events(vis, shots, duration, confidence)
+        weights: dict[str, float] = {}
+        for s in shots:
+            for r, m in s.rules[:3]:
+                weights[r.name] = weights.get(r.name, 0.0) + m * s.duration_s
+        ranked = [vocab.rule(n) for n, _ in sorted(weights.items(), key=lambda kv: -kv[1])] or [vocab.FALLBACK]
+        main = ranked[:2]
+        sections = self._sections(vis, shots, events, main, confidence, missing)
+        plan = Plan(caption=self._caption(events, main), events=events, duration_s=duration,
+                    negatives=vocab.negatives(main),
+                    provenance=Provenance(author="watcher", backend=NAME, model_id=MODEL_ID,
+                                          prompt_version=PROMPT_VERSION),
+                    **sections[0])
+        for alt in sections[1:]:  # shorter wordings until the CoT fits T5's 77 tokens
+            if plan.cot_budget_report()["fits"]:
+                break
+            plan = plan.model_copy(update=alt)
+        return plan
+
+    def _events(self, vis: VisualAnalysis, shots: list[Shot], duration: float, confidence: float) -> list[Event]:
+        def shot_at(t: float) -> Shot:
+            return next((s for s in shots if s.start_s <= t < s.end_s), shots[-1])
+
+        events: list[Event] = []
+        strongest = max(vis.onset_strengths, default=0.0)
+        for i, (t, s) in enumerate(zip(vis.onsets, vis.onset_strengths)):
+            if t >= duration:
+                continue
+            rel = s / strongest if strongest > 0 else 0.0
+            events.append(Event(id=f"hit{i + 1}", label=shot_at(t).top.hit, kind=EventKind.impact,
+                                start_s=round(t, 3), end_s=round(min(duration, t + _IMPACT_LEN_S), 3),
+                                gain_db=round(float(np.clip(20 * math.log10(max(rel, 1e-3)), -18.0, 0.0)) - 2.0, 1),
+                                pan=round(vis.balance_over(t - 0.1, t + 0.1), 2),
+                                confidence=round(0.5 + 0.5 * rel, 2)))
+        n = 0
+        for shot in shots:
+            for a, b in self._moving_spans(vis, shot):
+                n += 1
+                mean = float(vis.motion[(vis.times >= a) & (vis.times < b)].mean())
+                events.append(Event(id=f"move{n}", label=shot.top.move, kind=EventKind.continuous,
+                                    start_s=round(a, 3), end_s=round(b, 3), gain_db=round(-14.0 + 8.0 * mean, 1),
+                                    pan=round(vis.balance_over(a, b), 2),
+                                    confidence=round(float(np.clip(0.3 + confidence, 0.0, 1.0)), 2)))
+        for i, shot in enumerate(shots):
+            events.append(Event(id=f"amb{i + 1}", label=shot.top.bed, kind=EventKind.ambience,
+                                start_s=round(shot.start_s, 3), end_s=round(shot.end_s, 3), gain_db=-20.0,
+                                pan=0.0, confidence=round(float(np.clip(confidence, 0.05, 1.0)), 2)))
+        return sorted(events, key=lambda e: (e.start_s, e.kind.value))
+
+    @staticmethod
+    def _moving_spans(vis: VisualAnalysis, shot: Shot) -> list[tuple[float, float]]:
+        inside = (vis.times >= shot.start_s) & (vis.times < shot.end_s)
+        moving = inside & (vis.motion >= _MOVE_LEVEL)
+        spans, start = [], None
+        for t, m in zip(vis.times, moving):
+            if m and start is None:
+                start = t
+            elif not m and start is not None:
+                spans.append((start, t))
+                start = None
+        if start is not None:
+            spans.append((start, min(shot.end_s, float(vis.times[-1]) + 1.0 / vis.fps)))
+        return [(float(a), float(b)) for a, b in spans if b - a >= _MOVE_MIN_S]
+
+    @staticmethod
+    def _caption(events: list[Event], main: list[vocab.SoundRule]) -> str:
+        """What one hears, most specific wording that fits CAPTION_MAX_WORDS."""
+        hit = next((e.label for e in events if e.kind == EventKind.impact), "")
+        move, bed = main[0].move, main[0].bed
+        if hit and hit.split()[-1] in move:  # "footstep" + "footsteps": say it once
+            hit = ""
+        lead = f"{hit} and {move}" if hit else move
+        for text in (f"{lead} over {bed}", lead, move):
+            if len(text.split()) <= CAPTION_MAX_WORDS:
+                return text
+        return " ".join(move.split()[:CAPTION_MAX_WORDS])
+
+    def _sections(self, vis: VisualAnalysis, shots: list[Shot], events: list[Event], main: list[vocab.SoundRule],
+                  confidence: float, missing: bool) -> list[dict]:
+        """Full wording first, then progressively shorter ones."""
+        hits = [e for e in events if e.kind == EventKind.impact]
+        moves = [e for e in events if e.kind == EventKind.continuous]
+        hedge = " (guessed: no image labels)" if missing else \
+            " (low-confidence labels)" if confidence < LOW_CONFIDENCE else ""
+        srcs = "; ".join(dict.fromkeys(r.sources for r in main))
+        hit_words = ", ".join(dict.fromkeys(e.label for e in hits[:3]))
+        semantic_full = srcs + (f"; {hit_words} on impacts" if hit_words else "") + hedge
+        semantic_short = main[0].sources + hedge
+
+        t_parts = []
+        if hits:
+            t_parts.append(f"hits at {_fmt_times([e.start_s for e in hits])}")
+        if moves:
+            t_parts.append("movement " + ", ".join(f"{e.start_s:.1f}-{e.end_s:.1f} s" for e in moves[:3]))
+        if vis.cuts and len(shots) > 1:
+            t_parts.append(f"scene changes at {_fmt_times([s.start_s for s in shots[1:]])}")
+        temporal_full = "; ".join(t_parts) if t_parts else "steady, nothing sudden"
+        temporal_alts = [temporal_full]
+        if hits:
+            temporal_alts += [f"hits at {_fmt_times([e.start_s for e in hits], n)}" for n in (_MAX_LISTED_TIMES, 3)]
+            temporal_alts.append(f"{len(hits)} hits from {hits[0].start_s:.1f} s")
+        else:
+            temporal_alts.append(temporal_full.split(";")[0])
+
+        total = sum(s.duration_s for s in shots)
+        outdoor = sum(s.duration_s for s in shots if s.top.outdoor) >= 0.5 * total
+        hard = sum(s.duration_s for s in shots if s.top.hard) >= 0.5 * total
+        texture = "crisp, punchy transients" if hard else "soft, natural detail"
+        aesthetic = f"{texture} over {'a light outdoor' if outdoor else 'a dry indoor'} bed, close-miked"
+
+        if hits:
+            sides = [_side_word(e.pan) for e in hits]
+            if len(set(sides)) == 1:
+                spatial = f"hits on the {sides[0]}" if sides[0] != "centre" else "hits centred"
+            elif all(a != b for a, b in zip(sides, sides[1:])):
+                spatial = "hits alternate " + " and ".join(dict.fromkeys(sides))
+            else:
+                spatial = "hits mostly " + Counter(sides).most_common(1)[0][0]
+        elif moves:
+            spatial = f"movement mostly {_side_word(vis.balance_over(0.0, vis.duration_s))}"
+        else:
+            spatial = "nothing moves; a wide, centred bed"
+        for m in moves[:1]:
+            a, b = vis.balance_over(m.start_s, m.start_s + 0.5), vis.balance_over(m.end_s - 0.5, m.end_s)
+            if abs(b - a) > 0.4:
+                spatial += f"; motion crosses {_side_word(a)} to {_side_word(b)}"
+        # Timing is what vision measures best, so the sound words shrink first and the times last.
+        full = {"semantic": semantic_full, "temporal": temporal_full, "aesthetic": aesthetic, "spatial": spatial}
+        terse = dict(full, semantic=semantic_short, spatial=spatial.split(";")[0])
+        shorter = dict(terse, aesthetic=texture)
+        return [full, terse, shorter] + [dict(shorter, temporal=t) for t in temporal_alts[1:]]
+
+
+def _opts(cfg: RunConfig) -> dict:
+    o = cfg.opts("watcher")
+    return {"cache_dir": o.get("cache_dir"), "fps": float(o.get("fps", 25.0)), "max_side": int(o.get("max_side", 160)),
+            "max_frames": int(o.get("max_frames", 12)), "frames_per_shot": int(o.get("frames_per_shot", 2)),
+            "use_labels": bool(o.get("labels", True))}
+
+
+def make(cfg: RunConfig) -> OfflineWatcher:
+    return OfflineWatcher(**_opts(cfg))
+
+
+def describe(cfg: RunConfig) -> dict:
+    from reasoning.offline import labels
+
+    lab = labels.describe()
+    why = "" if lab["available"] else f"runs without image labels: {lab['why']}"
+    return {"available": True, "where": lab.get("where") or "embedded (motion analysis only)", "why": why,
+            "model_id": MODEL_ID, "license": f"code Apache-2.0; EfficientNet-Lite0 weights {labels.LICENSE}"}
