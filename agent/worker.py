@@ -195,14 +195,11 @@ class Worker:
                 error = f"{type(exc).__name__}: {exc}"[:2000]
                 log.warning("job %s failed: %s", job.id, error)
         finish(self.store, job.id, self.id, error)
-        return self.store_job(job.id)
-
-    def store_job(self, job_id: int) -> Job | None:
         with self.store.session() as s:
-            return s.get(Job, job_id)
+            return s.get(Job, job.id)
 
     def loop(self, once: bool = False, drain: bool = False) -> int:
-        """Work until stopped. ``once``: at most one job. ``drain``: stop when nothing is claimable. Returns jobs run."""
+        """Work until stopped (``once``: one job at most; ``drain``: until nothing is claimable); returns jobs run."""
         done = 0
         while not self.stopping.is_set():
             job = self.run_one()

@@ -1,0 +1,20 @@
+"""Studio entry point (`foleyloop ui` runs it with Streamlit): a router over the four pages."""
+
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+if str(HERE.parent) not in sys.path:  # `streamlit run ui/app.py` puts only ui/ on the path
+    sys.path.insert(0, str(HERE.parent))
+
+import streamlit as st  # noqa: E402
+
+st.set_page_config(page_title="foleyloop studio", page_icon=":material/graphic_eq:", layout="wide")
+
+PAGES = [
+    st.Page(HERE / "views" / "runs.py", title="Runs", icon=":material/list:", url_path="runs", default=True),
+    st.Page(HERE / "views" / "run.py", title="Run", icon=":material/movie:", url_path="run"),
+    st.Page(HERE / "views" / "review.py", title="Review queue", icon=":material/rate_review:", url_path="review"),
+    st.Page(HERE / "views" / "new_run.py", title="New run", icon=":material/add:", url_path="new"),
+]
+st.navigation(PAGES).run()

@@ -1,0 +1,238 @@
+"""Run page: listen to every round with the video, read and diff its plans, compare scores, edit and regenerate."""
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from agent.config import RunConfig
+from reasoning.plan import SECTIONS, Critique, Plan
+from store import media
+from ui import common, components, editor, errors, models, playback, queries
+
+store, cfg = common.store(), common.settings()
+
+run_id = st.query_params.get("run", "")
+if not run_id:
+    st.title("Run")
+    entered = st.text_input("Run id (or a unique prefix)", key="run:lookup")
+    if entered:
+        st.query_params["run"] = entered.strip()
+        st.rerun()
+    st.page_link("views/runs.py", label="Back to all runs", icon=":material/list:")
+    st.stop()
+
+run = store.get_run(run_id)
+if run is None:
+    st.title("Run")
+    st.error(f"There is no run '{run_id}' in {store.db_path}.")
+    st.page_link("views/runs.py", label="Back to all runs", icon=":material/list:")
+    st.stop()
+if run.id != run_id:  # a prefix was given: show the canonical id in the address bar
+    st.query_params["run"] = run.id
+
+st.title(f"Run {run.id}")
+source = Path(run.video_path).name if run.video_path else (run.prompt or "text-to-audio")
+st.caption(f"{run.kind} · {source} · {common.fmt(run.duration_s, 2)} s · created "
+           f"{run.created_at.strftime('%Y-%m-%d %H:%M:%S')} UTC · {run.n_rounds} rounds")
+
+jobs = queries.active_jobs(store, run.id)
+active = run.status in ("queued", "running") or bool(jobs)
+
+
+@st.fragment(run_every=cfg.refresh_s if active else None)
+def live_status(initial_status: str, initial_rounds: int, initial_jobs: int) -> None:
+    """Polls the DB while the run works, and reloads the whole page when a round or the status changes."""
+    now = store.get_run(run.id)
+    open_jobs = queries.active_jobs(store, run.id)
+    rounds_now = len(store.rounds(run.id))
+    if (now.status, rounds_now, len(open_jobs)) != (initial_status, initial_rounds, initial_jobs):
+        st.rerun()
+    line = f"**Status:** {common.status_label(now.status)}"
+    if now.stop_reason:
+        line += f" · **stop reason:** {now.stop_reason}"
+    st.markdown(line)
+    for job in open_jobs:
+        who = f"worker {job.worker_id}, heartbeat {common.ago(job.heartbeat_at)}" if job.worker_id else \
+            "waiting for a worker (`foleyloop worker`)"
+        st.info(f"Job {job.id} ({job.kind}) is {job.status}: {who}.")
+    events = store.node_events(run.id)
+    if events and (now.status in ("queued", "running") or open_jobs):
+        last = events[-1]
+        st.caption(f"Current step: {last.node} (round {last.round_index}) {last.status}, started "
+                   f"{common.ago(last.started_at)}")
+
+
+live_status(run.status, len(store.rounds(run.id)), len(jobs))
+if run.error:
+    st.error(errors.plain(run.error))
+
+rounds = store.rounds(run.id)
+if not rounds:
+    if run.status == "failed":
+        st.warning("This run failed before it wrote a plan, so there is nothing to listen to or edit.")
+    else:
+        st.info("No round yet: the watcher has not written a plan. This page updates by itself.")
+    st.stop()
+
+by_id = {r.id: r for r in rounds}
+best = by_id.get(run.best_round_id)
+best_ids = {b.get("best_round_id") for b in run.branches().values()} | {run.best_round_id}
+if best is not None:
+    cols = st.columns(6)
+    cols[0].metric("best overall", common.fmt(best.score_overall))
+    for col, dim in zip(cols[1:5], components.DIMS):
+        col.metric(dim, common.fmt(best.scores()[dim]))
+    cols[5].metric("best round", components.round_label(best))
+
+
+def _round_name(r) -> str:
+    star = " ★" if r.id in best_ids else ""
+    note = " (replaced by a human edit)" if r.status == "replaced" else ""
+    return f"{components.round_label(r)} · {r.author} · overall {common.fmt(r.score_overall)}{star}{note}"
+
+
+default = rounds.index(best) if best in rounds else len(rounds) - 1
+rnd = st.selectbox("Round (branch.index)", rounds, index=default, format_func=_round_name,
+                   key=f"run:{run.id}:round")
+plan = Plan.from_json(rnd.plan_json)
+parent = by_id.get(rnd.parent_round_id) or (store.get_round(rnd.parent_round_id) if rnd.parent_round_id else None)
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _audio_frames(path: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    audio, sr = media.read_audio(path)
+    return components.envelope(audio, sr), components.spectrogram(audio, sr)
+
+
+listen, plan_tab, scores_tab, edit_tab, timing_tab, models_tab = st.tabs(
+    ["Listen", "Plan", "Scores", "Edit & regenerate", "Timings", "Models"])
+
+with listen:
+    audio_path = playback.round_audio(store, rnd)
+    watch, look = st.columns([2, 3])
+    with watch:
+        if audio_path is None:
+            st.info(f"Round {components.round_label(rnd)} has no audio yet (status: {rnd.status}).")
+            if run.video_path and Path(run.video_path).is_file():
+                st.video(run.video_path)
+        else:
+            if run.video_path:
+                with st.spinner("Putting this round's audio on the video…"):
+                    video = playback.muxed(store, run, rnd)
+                if video is not None:
+                    st.video(str(video))
+                elif Path(run.video_path).is_file():
+                    st.warning("This round could not be muxed into the video for playback; the video and the "
+                               "audio play separately below.")
+                    st.video(run.video_path)
+                else:
+                    st.warning(f"The source video is gone: {run.video_path}")
+            st.audio(str(audio_path))
+    with look:
+        if audio_path is not None:
+            try:
+                env, spec = _audio_frames(str(audio_path))
+                st.markdown("**Waveform** with the plan's events (impacts are lines, continuous sounds are bands)")
+                st.altair_chart(components.waveform_chart(env, plan), width="stretch")
+                st.markdown("**Spectrogram** (log frequency)")
+                st.altair_chart(components.spectrogram_chart(spec, plan), width="stretch")
+            except media.MediaError as exc:
+                st.warning(f"The audio of this round cannot be read: {exc}")
+
+with plan_tab:
+    st.markdown(f"**Caption:** {plan.caption or '—'}")
+    for s in SECTIONS:
+        st.markdown(f"**{s.capitalize()}:** {getattr(plan, s) or '—'}")
+    st.markdown("**Events**")
+    st.dataframe(editor.events_table(plan), hide_index=True, width="stretch")
+    st.markdown(f"**Negatives:** {', '.join(plan.negatives) or '—'}")
+    budget = plan.cot_budget_report()
+    st.caption(f"CoT: {budget['tokens']} / {budget['budget']} tokens"
+               + ("" if budget["fits"] else f" ({budget['overflow']} over: the end is cut off)")
+               + f" · author {plan.provenance.author} · backend {plan.provenance.backend or '—'} · "
+                 f"plan {plan.plan_id}")
+    changes = json.loads(rnd.changes_json or "[]")
+    if changes:
+        st.markdown("**What the refiner changed**")
+        st.markdown("\n".join(f"- {c}" for c in changes))
+    st.subheader("Changes against the parent round")
+    if parent is None:
+        st.caption("This is the first plan of its branch; it has no parent.")
+    else:
+        diffs = components.plan_diff(Plan.from_json(parent.plan_json), plan)
+        st.caption(f"Parent: round {components.round_label(parent)} ({parent.author})")
+        if not diffs:
+            st.caption("Same plan as its parent (only the seed or the render changed).")
+        for section, text in diffs.items():
+            st.markdown(f"*{section}*")
+            st.code(text, language="diff")
+
+with scores_tab:
+    chart = components.score_chart(rounds, RunConfig.model_validate_json(run.config_json).thresholds)
+    if chart is None:
+        st.info("No round has been scored yet.")
+    else:
+        st.altair_chart(chart, width="stretch")
+    st.table(components.scores_table(rounds), hide_index=True)
+    if rnd.critique_json:
+        crit = Critique.from_json(rnd.critique_json)
+        st.markdown(f"**Findings for round {components.round_label(rnd)}**")
+        for f in crit.findings:
+            st.markdown(f"- *{f.target}*: {f.problem}" + (f" → {f.suggestion}" if f.suggestion else ""))
+        if crit.scorers:
+            st.dataframe(pd.DataFrame([s.model_dump() for s in crit.scorers]), hide_index=True)
+
+with edit_tab:
+    st.caption(f"Editing round {components.round_label(rnd)}. Regenerating forks a new branch of rounds from "
+               "your plan; nothing that exists is overwritten.")
+    result = editor.plan_editor(plan, key=f"edit:{run.id}:{rnd.id}")
+    run_cfg = RunConfig.model_validate_json(run.config_json)
+    n = st.number_input("Rounds for the new branch", 1, 20, run_cfg.rounds, key=f"edit:{run.id}:{rnd.id}:rounds")
+    blocked = run.status in ("queued", "running", "review") or bool(jobs)
+    if blocked:
+        st.info("This run is busy (queued, running, or waiting for review); regenerate once it has finished.")
+    if result.plan is not None and not result.changed:
+        st.caption("The plan is unchanged: the new branch re-renders it with the same seed.")
+    if st.button("Regenerate from this plan", type="primary", disabled=blocked or result.plan is None,
+                 key=f"edit:{run.id}:{rnd.id}:go"):
+        from agent import graph  # langgraph is slow to import; only this button needs it
+
+        branch, new_round = graph.fork(store, run.id, rnd.id, result.plan)
+        job = store.enqueue("regenerate", run.id, branch=branch, round_id=new_round, rounds=int(n))
+        st.session_state["run:flash"] = f"Branch {branch} queued (job {job.id}); its rounds appear here as they finish."
+        st.rerun()
+    if msg := st.session_state.pop("run:flash", None):
+        st.success(msg)
+
+with timing_tab:
+    timings = run.timings()
+    if timings:
+        st.table(pd.DataFrame([{"step": k, "seconds": f"{v:.2f}"} for k, v in sorted(timings.items())]),
+                 hide_index=True)
+    events = store.node_events(run.id)
+    if events:
+        st.markdown("**Node events**")
+        st.dataframe(pd.DataFrame([{"node": e.node, "round": e.round_index, "status": e.status,
+                                    "seconds": e.seconds, "started": e.started_at, "detail": e.detail[:200]}
+                                   for e in events]), hide_index=True, width="stretch")
+    history = queries.jobs_for_run(store, run.id)
+    if history:
+        st.markdown("**Jobs**")
+        st.dataframe(pd.DataFrame([{"job": j.id, "kind": j.kind, "status": j.status, "attempts": j.attempts,
+                                    "worker": j.worker_id, "error": errors.plain(j.error)} for j in history]),
+                     hide_index=True, width="stretch")
+
+
+@st.cache_data(ttl=600, show_spinner=False)
+def _licences(backends_json: str, config_json: str) -> list[dict]:
+    return models.licence_rows(json.loads(backends_json or "{}"), config_json)
+
+
+with models_tab:
+    rows = _licences(run.backends_json, run.config_json)
+    if rows:
+        st.table(pd.DataFrame(rows), hide_index=True)
+    else:
+        st.caption("No backend was recorded for this run.")
