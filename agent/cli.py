@@ -21,8 +21,9 @@ from agent.config import RunConfig
 from reasoning.plan import Plan
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Give silent video its sound.")
-out_console = Console()
-err_console = Console(stderr=True)
+# Wide when piped, so ids and paths are never cut or wrapped in logs.
+out_console = Console(width=None if sys.stdout.isatty() else 200)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 STATE = {"debug": False, "db": None}
 
 
@@ -346,11 +347,13 @@ def main(argv: list[str] | None = None) -> int:
     from store.media import MediaError
 
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     _register_optional_commands()
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
-        app(args=argv, standalone_mode=False)
-        return 0
+        rc = app(args=argv, standalone_mode=False)
+        return rc if isinstance(rc, int) else 0
     except (UserError, MediaError, SchemaTooNew, FileNotFoundError) as exc:
         if debug:
             traceback.print_exc()
@@ -371,11 +374,9 @@ def main(argv: list[str] | None = None) -> int:
     except typer.Abort:
         err_console.print("aborted")
         return 1
-    except Exception as exc:  # click usage errors carry their own exit code
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
+    except Exception as exc:
+        if hasattr(exc, "show") and isinstance(getattr(exc, "exit_code", None), int):  # (typer's bundled) click
+            exc.show()  # usage errors: bad option, missing argument...
             return exc.exit_code
         if debug:
             traceback.print_exc()

@@ -162,8 +162,11 @@ def resume(store: Store, run_id: str, answer: dict | None = None, show_progress:
     cfg = RunConfig.model_validate_json(run.config_json)
     results = {}
     for branch in _open_branches(store, run.id):
-        payload = Command(resume=answer or {"action": "approve"}) if _paused(store, cfg, run.id, branch) else None
         store.update_run(run.id, status="running", error=None)
+        if branch != 0 and not _state(store, cfg, run.id, branch).values:  # forked, never started
+            results[branch] = execute_branch(store, run.id, branch, show_progress=show_progress)
+            continue
+        payload = Command(resume=answer or {"action": "approve"}) if _paused(store, cfg, run.id, branch) else None
         results[branch] = _invoke(store, cfg, run.id, branch, payload, show_progress)
     return results.get(0) or next(iter(results.values()), {})
 

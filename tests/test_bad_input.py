@@ -115,3 +115,9 @@ def test_show_unknown_run_and_bad_plan_file(tmp_path, capsys, fake_backends):
     assert main(["--db", str(db), "regenerate", run_id, "--round", "0", "--plan", str(bad)]) == 2
     assert "not a valid plan" in capsys.readouterr().err
     assert len(store.rounds(run_id)) == n_rounds
+
+
+def test_usage_errors_exit_2(tmp_path, capsys):
+    assert main(["dub"]) == 2
+    assert main(["dub", "x.mp4", "--rounds", "abc"]) == 2
+    assert main(["batch", str(tmp_path / "nope"), "--out-dir", str(tmp_path)]) == 2

@@ -182,3 +182,12 @@ def test_refiner_failure_keeps_best_round_and_finishes(store, fake_backends, cli
     rounds = store.rounds(run_id)
     assert run.status == "done" and run.stop_reason.startswith("refiner_failed")
     assert run.best_round_id == rounds[0].id and rounds[1].status == "failed" and rounds[1].raw_output == "partial"
+
+
+def test_resume_starts_a_fork_that_never_ran(store, fake_backends, clip):
+    run_id, _ = graph.dub(store, clip, CFG)
+    first = store.rounds(run_id)[0]
+    branch, _ = graph.fork(store, run_id, first.id, Plan.from_json(first.plan_json))  # crash before it runs
+    graph.resume(store, run_id)
+    assert str(branch) in store.get_run(run_id).branches()
+    assert all(r.status == "scored" for r in store.rounds(run_id, branch=branch))
