@@ -110,12 +110,20 @@ def dub(video: str = typer.Argument(..., help="Video file, or sample:bigbuckbunn
         renderer: str = O_RENDERER, weights: Optional[Path] = O_WEIGHTS, critic: str = O_CRITIC,
         refiner: Optional[str] = O_REFINER, max_duration: float = O_MAXDUR, keep_original: str = O_KEEP,
         device: str = O_DEVICE, dtype: str = O_DTYPE,
-        steps: Optional[int] = typer.Option(None, "--steps", help="Sampler steps (thinksound)")):
+        steps: Optional[int] = typer.Option(None, "--steps", help="Sampler steps (thinksound)"),
+        metaclip: Optional[str] = typer.Option(None, "--metaclip", help="MetaCLIP hub id or folder (thinksound)"),
+        t5: Optional[str] = typer.Option(None, "--t5", help="T5 hub id or folder (thinksound)"),
+        synchformer: Optional[str] = typer.Option(None, "--synchformer", help="synchformer_state_dict.pth")):
     """Dub one video end to end."""
     from agent import graph
 
     cfg = _build_config(rounds, seed, review, watcher, watcher_model, endpoint, renderer, weights, critic, refiner,
                         max_duration, keep_original, device, dtype, steps)
+    from generator.cli import renderer_options
+
+    extra = renderer_options(metaclip=metaclip, t5=t5, synchformer=synchformer)
+    if extra:
+        cfg = cfg.model_copy(update={"options": {**cfg.options, "renderer": {**cfg.opts("renderer"), **extra}}})
     path = _resolve_video(video)
     store = _store()
     run_id = graph.create_dub_run(store, path, cfg, status="running")
@@ -396,9 +404,9 @@ def _backend_error_type() -> type[BaseException]:
 
 def _user_error_types() -> tuple[type[BaseException], ...]:
     from agent.backends import UnknownBackend
-    from reasoning.protocols import ModelMissing
+    from reasoning.protocols import BadWeights, ModelMissing
 
-    return (UnknownBackend, ModelMissing)
+    return (UnknownBackend, ModelMissing, BadWeights)
 
 
 if __name__ == "__main__":

@@ -142,7 +142,11 @@ def _record_model_ids(store: Store, run_id: str, cfg: RunConfig) -> None:
     for role in ("watcher", "renderer", "critic", "refiner"):
         if role == "watcher" and store.get_run(run_id).kind != "dub":
             continue
-        backend = backends.get(role, cfg)
+        try:
+            backend = backends.get(role, cfg)
+        except Exception as exc:  # missing weights etc.: the run must not stay "running"
+            store.update_run(run_id, status="failed", error=f"{type(exc).__name__}: {exc}"[:2000])
+            raise
         ids[f"{role}_model_id"] = getattr(backend, "model_id", getattr(backend, "name", role))
     store.update_run(run_id, backends_json=ids)
     store.add_timing(run_id, "load", time.perf_counter() - t0)

@@ -36,6 +36,10 @@ class BackendError(RuntimeError):
         self.raw_output = raw_output
 
 
+class BadWeights(BackendError):
+    """User-supplied weights exist but are unusable (wrong keys/shapes, pickle payload): a user error, exit 2."""
+
+
 class ModelMissing(BackendError):
     """Weights for a named model are not available locally; the message says how to get them."""
 

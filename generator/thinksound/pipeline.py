@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from reasoning.protocols import BackendError
+from reasoning.protocols import BackendError, BadWeights
 
 from .checkpoint import CheckpointError, load_thinksound, resolve_device, resolve_dtype
 from .mmdit import fit_length
@@ -178,7 +178,7 @@ class ThinkSoundPipeline:
                 models = load_thinksound(w.light, w.vae, SequenceConfig(9), dtype=self.dtype, device=self.device,
                                          config=w.mmdit_config, vae_config=w.vae_config)
             except CheckpointError as exc:
-                raise BackendError(f"ThinkSound weights in {w.root}: {exc}") from exc
+                raise BadWeights(f"ThinkSound weights in {w.root}: {exc}") from exc
             from generator.features import FeatureCache, FeatureExtractor, MetaCLIPFeatures, T5Features
 
             kw = dict(device=self.device, dtype=self.dtype)
@@ -188,7 +188,7 @@ class ThinkSoundPipeline:
                       "MetaCLIP text width": (clip.text_width, 1024), "T5 d_model": (t5.width, cfg.text_dim)}
             bad = [f"{k} {got} (MM-DiT expects {want})" for k, (got, want) in widths.items() if got != want]
             if bad:
-                raise BackendError(f"feature models do not fit the MM-DiT in {w.root}: {'; '.join(bad)}")
+                raise BadWeights(f"feature models do not fit the MM-DiT in {w.root}: {'; '.join(bad)}")
             self.extractor = FeatureExtractor(clip, t5, None, FeatureCache(self.spec.cache_dir))
             self.mmdit, self.vae = models.mmdit, models.vae
             dt = time.perf_counter() - t0
@@ -213,10 +213,10 @@ class ThinkSoundPipeline:
                 raise
             except (pickle.UnpicklingError, CheckpointMismatchError, RuntimeError, EOFError) as exc:
                 detail = " ".join(str(exc).split())[:1000]
-                raise BackendError(f"Synchformer checkpoint {path} was refused ({type(exc).__name__}: {detail}); "
+                raise BadWeights(f"Synchformer checkpoint {path} was refused ({type(exc).__name__}: {detail}); "
                                    "it must be a plain tensor dict holding `vfeat_extractor.*`") from exc
             if sync.dim != self.mmdit.config.sync_dim:
-                raise BackendError(f"Synchformer {path} is {sync.dim} wide; the MM-DiT expects "
+                raise BadWeights(f"Synchformer {path} is {sync.dim} wide; the MM-DiT expects "
                                    f"{self.mmdit.config.sync_dim}")
             self.extractor.sync = sync
         return self.extractor.sync

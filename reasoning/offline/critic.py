@@ -270,6 +270,9 @@ def rescale_cosine(cos: float) -> float:
     return _clip01((cos - SEM_COS_LO) / (SEM_COS_HI - SEM_COS_LO))
 
 
+SEM_MAX_SEGMENTS = 4
+
+
 def event_segment(e, duration_s: float) -> tuple[float, float]:
     start = max(0.0, e.start_s - 0.02)
     end = max(e.end_s, e.start_s + SEM_MIN_SEGMENT_S)
@@ -299,6 +302,7 @@ def score_semantic(plan: Plan, audio: np.ndarray, sr: int, embedder: Any, refere
             missing.append(e.label)
         else:
             todo.append((e, audio[:, int(a * sr): int(b * sr)], ref))
+    todo = _spread_over_labels(todo, SEM_MAX_SEGMENTS)
     embs = _embed_many(embedder, [seg for _, seg, _ in todo], sr)
     for (e, _, ref), emb in zip(todo, embs):
         cos = cosine(emb, ref)
@@ -323,10 +327,25 @@ def score_semantic(plan: Plan, audio: np.ndarray, sr: int, embedder: Any, refere
     w = w if w.sum() > 0 else np.ones_like(w)
     mean_cos = float(np.dot(w, [x[1] for x in scored]) / w.sum())
     score = float(np.dot(w, [x[2] for x in scored]) / w.sum())
-    note += f"; {len(scored)} events scored, {len(missing)} without reference"
+    note += (f"; {len(scored)} events scored (at most {SEM_MAX_SEGMENTS} embedded, spread over labels), "
+             f"{len(missing)} without reference")
     return DimensionResult(_clip01(score), [ScorerInfo(name="aisfx_ref_cosine", version=_embedder_version(embedder),
                                                        dimension="semantic", raw=round(mean_cos, 4), note=note)],
                            findings)
+
+
+def _spread_over_labels(todo: list, limit: int) -> list:
+    """At most ``limit`` segments, taken round-robin over labels: the aiSFX CNN is the critic's main cost, and
+    repeats of one label (ten footsteps) say little more than two of them."""
+    by_label: dict[str, list] = {}
+    for item in todo:
+        by_label.setdefault(item[0].label, []).append(item)
+    picked: list = []
+    while len(picked) < limit and any(by_label.values()):
+        for items in by_label.values():
+            if items and len(picked) < limit:
+                picked.append(items.pop(0))
+    return sorted(picked, key=lambda item: item[0].start_s)
 
 
 def _embed_many(embedder: Any, segments: list[np.ndarray], sr: int) -> list[np.ndarray]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections import OrderedDict
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -352,11 +353,30 @@ def _analyse(acc: _Accumulator, rate: float, fps: float, duration_s: float) -> V
                           balance=bal.astype(np.float32), frame_size=frame_size)
 
 
+_MEMO: "OrderedDict[tuple, VisualAnalysis]" = OrderedDict()
+_MEMO_SIZE = 8
+
+
 def analyze_video(path, info: VideoInfo | None = None, fps: float = 25.0, max_side: int = 160,
                   cache_dir: Path | None = None) -> VisualAnalysis:
-    """Analyse a video (streamed, downscaled to ``max_side``), reusing the npz cache when given."""
+    """Analyse a video, memoised in-process (watcher and critic share it across rounds), else from disk."""
     if fps <= 0:
         raise ValueError("fps must be positive")
+    st = Path(path).stat()
+    key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns, float(fps), int(max_side))
+    if key in _MEMO:
+        _MEMO.move_to_end(key)
+        return _MEMO[key]
+    result = _analyze_uncached(path, info, fps, max_side, cache_dir)
+    _MEMO[key] = result
+    while len(_MEMO) > _MEMO_SIZE:
+        _MEMO.popitem(last=False)
+    return result
+
+
+def _analyze_uncached(path, info: VideoInfo | None, fps: float, max_side: int,
+                      cache_dir: Path | None) -> VisualAnalysis:
+    """Streamed and downscaled to ``max_side``; reuses the npz cache when a cache dir is given."""
     cache = None
     if cache_dir is not None:
         cache = analysis_cache_path(path, cache_dir, fps, max_side)
