@@ -359,9 +359,12 @@ _MEMO_SIZE = 8
 
 def analyze_video(path, info: VideoInfo | None = None, fps: float = 25.0, max_side: int = 160,
                   cache_dir: Path | None = None) -> VisualAnalysis:
-    """Analyse a video, memoised in-process (watcher and critic share it across rounds), else from disk."""
+    """Analyse a video: from the npz cache when a cache dir is given, else memoised in-process (watcher and
+    critic then share one analysis across rounds)."""
     if fps <= 0:
         raise ValueError("fps must be positive")
+    if cache_dir is not None:
+        return _analyze_uncached(path, info, fps, max_side, cache_dir)
     st = Path(path).stat()
     key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns, float(fps), int(max_side))
     if key in _MEMO:
