@@ -26,3 +26,27 @@ def fake_backends():
     fakes.install()
     yield
     backends.clear_cache()
+
+
+ORACLE_DIR = SHARED / "spec" / "oracle"
+
+
+def load_oracle(name: str) -> dict:
+    """An oracle file from ../shared/spec/oracle, or skip when this checkout has no shared/ beside it."""
+    import torch
+
+    path = ORACLE_DIR / name
+    if not path.exists():
+        pytest.skip(f"oracle file {path} not available")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models: on a shared 2-core box OpenMP barriers make 2 threads ~10x slower than 1."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import ORACLE_DIR, load_oracle
 import torch
 
 from generator.thinksound import (
@@ -17,24 +19,13 @@ from generator.thinksound import (
     resolve_dtype,
 )
 
-ORACLE = Path(__file__).resolve().parents[2] / "shared" / "spec" / "oracle"
+ORACLE = ORACLE_DIR
 MMDIT_ATOL, VAE_ATOL = 1e-4, 1e-6
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models: on a shared 2-core box OpenMP barriers make 2 threads ~10× slower than 1."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-
-def _load(name: str) -> dict:
-    path = ORACLE / name
-    if not path.exists():
-        pytest.skip(f"oracle file {path} not available")
-    return torch.load(path, map_location="cpu", weights_only=True)
+_load = load_oracle
 
 
 @pytest.fixture(scope="module")

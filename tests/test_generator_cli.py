@@ -19,16 +19,13 @@ from reasoning.plan import EventKind, Plan
 from store.db import Store
 from tests.test_thinksound_renderer import build_tiny_setup
 
-ORACLE = Path(__file__).resolve().parents[2] / "shared" / "spec" / "oracle"
+from tests.conftest import ORACLE_DIR as ORACLE  # noqa: E402
 SR = 44_100
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_torch_thread):
     yield
-    torch.set_num_threads(before)
     backends.clear_cache()
     ThinkSoundPipeline.forget_all()
 

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from tests.conftest import ORACLE_DIR, load_oracle
 import torch
 
 from generator.synchformer import (
@@ -25,15 +27,10 @@ from generator.synchformer import (
 from generator.synchformer import audio_frontend as af
 from generator.synchformer import oracle
 
-ORACLE = Path(__file__).resolve().parents[2] / "shared" / "spec" / "oracle"
+ORACLE = ORACLE_DIR
 ATOL = 1e-5
 
-
-def _load(name: str) -> dict:
-    path = ORACLE / name
-    if not path.exists():
-        pytest.skip(f"oracle file {path} not available")
-    return torch.load(path, map_location="cpu", weights_only=True)
+_load = load_oracle
 
 
 @pytest.fixture(scope="module")

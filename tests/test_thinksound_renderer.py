@@ -43,12 +43,8 @@ def build_tiny_setup(root: Path) -> dict:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models: on a shared 2-core box OpenMP barriers make 2 threads far slower than 1."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_torch_thread):
     yield
-    torch.set_num_threads(before)
     backends.clear_cache()
     ThinkSoundPipeline.forget_all()
 
