@@ -6,7 +6,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from reasoning.plan import DIMENSIONS
 
-DEFAULT_THRESHOLDS = {"semantic": 0.45, "temporal": 0.6, "aesthetic": 0.6, "spatial": 0.5}
+DEFAULT_THRESHOLDS = {"semantic": 0.6, "temporal": 0.6, "aesthetic": 0.6, "spatial": 0.5}
 
 
 class RunConfig(BaseModel):
