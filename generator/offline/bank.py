@@ -370,6 +370,8 @@ class SampleBank:
         elif not music_ok:
             eligible &= ~is_music
         suits = COMPATIBLE.get(kind or "", set())
+        if kind == "impact":  # a hit needs a transient: a swoosh or a bed placed on the beat blurs the sync
+            eligible &= np.array([s.kind in suits for s in self._samples])
         rank = sims + KIND_BONUS * np.array([s.kind in suits for s in self._samples])
         order = [i for i in np.argsort(-rank, kind="stable") if eligible[i]][:k]
         return [(self._samples[i], float(sims[i])) for i in order]
