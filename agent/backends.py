@@ -76,6 +76,8 @@ def describe_all(cfg: RunConfig | None = None) -> list[dict]:
                 info = _module(role, name).describe(cfg)
             except ImportError as exc:
                 info = {"available": False, "why": f"not installed: {exc}"}
+            except Exception as exc:  # a broken backend must not hide the others
+                info = {"available": False, "why": f"{type(exc).__name__}: {exc}"}
             rows.append({"role": role, "name": name, **info})
     return rows
 
