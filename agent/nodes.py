@@ -7,6 +7,7 @@ and its checkpoint re-runs that node on resume: it then finds its round/artifact
 from __future__ import annotations
 
 import json
+import contextlib
 import logging
 import sys
 import tempfile
@@ -36,12 +37,9 @@ def tracked(name: str):
             ctx = runtime.context
             ev = ctx.store.node_started(state["run_id"], name, state.get("round_index"))
             t0 = time.perf_counter()
-            if ctx.show_progress:
-                from rich.console import Console
-
-                Console(stderr=True).print(f"[dim]· {name} (round {state.get('round_index', 0)})[/dim]")
             try:
-                out = fn(state, ctx)
+                with _progress(ctx, name, state.get("round_index", 0)):
+                    out = fn(state, ctx)
             except Exception as exc:
                 if type(exc).__name__ == "GraphInterrupt":  # a human-review pause, not a failure
                     ctx.store.node_finished(ev, time.perf_counter() - t0, status="paused")
@@ -58,6 +56,22 @@ def tracked(name: str):
         return inner
 
     return wrap
+
+
+@contextlib.contextmanager
+def _progress(ctx: RunContext, name: str, round_index: int):
+    """A spinner with elapsed time while a node works, then one line with its duration (CLI only)."""
+    if not ctx.show_progress:
+        yield
+        return
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    label = f"{name} (round {round_index})"
+    t0 = time.perf_counter()
+    with console.status(f"{label}…", spinner="dots"):
+        yield
+    console.print(f"[dim]· {label} {time.perf_counter() - t0:.2f} s[/dim]", highlight=False)
 
 
 def _info(ctx: RunContext, run_id: str) -> VideoInfo | None:
