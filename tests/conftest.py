@@ -50,3 +50,15 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def mo() -> dict:
+    """The MM-DiT oracle (tiny config, reference inputs and outputs)."""
+    return load_oracle("mmdit_tiny.pt")
+
+
+@pytest.fixture(scope="module")
+def vo() -> dict:
+    """The Oobleck VAE oracle."""
+    return load_oracle("vae_tiny.pt")

@@ -31,3 +31,18 @@ def cli_subprocess(args: list[str], env: dict | None = None, fake: bool = True, 
 
 
 FAKE = ["--watcher", "fake", "--renderer", "fake", "--critic", "fake", "--refiner", "fake"]
+
+
+def known_visual(onsets, sides, duration: float = 4.0, fps: float = 25.0):
+    """A VisualAnalysis with known impacts: motion bumps around each hit, balance on that hit's side."""
+    from reasoning.offline.motion import VisualAnalysis
+
+    times = np.arange(int(duration * fps)) / fps
+    motion, balance = np.zeros_like(times), np.zeros_like(times)
+    for t, s in zip(onsets, sides):
+        near = np.abs(times - t) <= 0.25
+        motion = np.maximum(motion, np.where(near, 1.0 - np.abs(times - t) * 2, 0.0))
+        balance[near] = s
+    return VisualAnalysis(duration_s=duration, fps=fps, times=times, motion=motion, onset_env=motion.copy(),
+                          onsets=list(onsets), onset_strengths=[1.0] * len(onsets), cuts=[], balance=balance,
+                          frame_size=(160, 90))

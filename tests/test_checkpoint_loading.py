@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ORACLE_DIR, load_oracle
+from tests.conftest import ORACLE_DIR
 import torch
 
 from generator.thinksound import (
@@ -24,18 +24,6 @@ MMDIT_ATOL, VAE_ATOL = 1e-4, 1e-6
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-_load = load_oracle
-
-
-@pytest.fixture(scope="module")
-def mo() -> dict:
-    return _load("mmdit_tiny.pt")
-
-
-@pytest.fixture(scope="module")
-def vo() -> dict:
-    return _load("vae_tiny.pt")
 
 
 def _vae_body(vo: dict) -> dict[str, torch.Tensor]:

@@ -12,10 +12,10 @@ import pytest
 from reasoning.offline import aisfx_embed as ae
 from reasoning.offline import audio_features as af
 from reasoning.offline import critic as cr
-from reasoning.offline.motion import VisualAnalysis
 from reasoning.plan import Event, Plan
 from store.media import read_audio, write_audio
 from store.synthetic import impact_clicks
+from tests.helpers import known_visual
 
 SR = 44100
 HITS = [0.8, 1.9, 3.1]
@@ -23,18 +23,7 @@ SIDES = [-0.6, 0.5, -0.4]
 SONIC_PI = Path("/usr/share/sonic-pi/samples")
 
 
-def visual_from(onsets, sides, duration=4.0, fps=25.0) -> VisualAnalysis:
-    """Known visual analysis: motion bumps around each hit, balance on that hit's side."""
-    times = np.arange(int(duration * fps)) / fps
-    motion = np.zeros_like(times)
-    balance = np.zeros_like(times)
-    for t, s in zip(onsets, sides):
-        near = np.abs(times - t) <= 0.25
-        motion = np.maximum(motion, np.where(near, 1.0 - np.abs(times - t) * 2, 0.0))
-        balance[near] = s
-    return VisualAnalysis(duration_s=duration, fps=fps, times=times, motion=motion, onset_env=motion.copy(),
-                          onsets=list(onsets), onset_strengths=[1.0] * len(onsets), cuts=[], balance=balance,
-                          frame_size=(160, 90))
+visual_from = known_visual
 
 
 def plan_for(times, pans=None, label="ball bounce", duration=4.0, **kw) -> Plan:

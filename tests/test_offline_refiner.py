@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from reasoning.offline import critic as cr
-from reasoning.offline.motion import VisualAnalysis
 from reasoning.offline.refiner import OfflineRefiner, make, spatial_text, temporal_text
 from reasoning.plan import Critique, Event, Finding, Plan
 from reasoning.protocols import Refiner
 from store.synthetic import impact_clicks
+from tests.helpers import known_visual
 
 SR = 44100
 HITS = [0.8, 1.9, 3.1]
@@ -133,16 +133,7 @@ def test_rewritten_sections_respect_the_token_budget():
     assert temporal_text(p.events, 4.0).count(",") < 8 and "ambience" not in spatial_text(p.events)
 
 
-def _visual(onsets, sides, duration=4.0, fps=25.0) -> VisualAnalysis:
-    times = np.arange(int(duration * fps)) / fps
-    motion, balance = np.zeros_like(times), np.zeros_like(times)
-    for t, s in zip(onsets, sides):
-        near = np.abs(times - t) <= 0.25
-        motion = np.maximum(motion, np.where(near, 1.0 - np.abs(times - t) * 2, 0.0))
-        balance[near] = s
-    return VisualAnalysis(duration_s=duration, fps=fps, times=times, motion=motion, onset_env=motion.copy(),
-                          onsets=list(onsets), onset_strengths=[1.0] * len(onsets), cuts=[], balance=balance,
-                          frame_size=(160, 90))
+_visual = known_visual
 
 
 def _render(p: Plan) -> np.ndarray:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import ORACLE_DIR, load_oracle
+from tests.conftest import ORACLE_DIR
 import torch
 
 from generator.thinksound import (
@@ -33,18 +32,6 @@ MMDIT_ATOL, VAE_ATOL = 1e-4, 1e-6
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-_load = load_oracle
-
-
-@pytest.fixture(scope="module")
-def mo() -> dict:
-    return _load("mmdit_tiny.pt")
-
-
-@pytest.fixture(scope="module")
-def vo() -> dict:
-    return _load("vae_tiny.pt")
 
 
 @pytest.fixture(scope="module")
