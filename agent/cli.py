@@ -204,9 +204,6 @@ def runs(status: Optional[str] = typer.Option(None, "--status"), limit: int = ty
 
 
 def _get_run(store, run_id: str):
-    if run_id == "last":
-        latest = store.list_runs(limit=1)
-        run_id = latest[0].id if latest else run_id
     run = store.get_run(run_id)
     if run is None:
         raise UserError(f"no run {run_id!r} in {store.db_path}")

@@ -128,9 +128,6 @@ def _edit_source(store, source: str):
     p = Path(source).expanduser()
     if p.is_file():
         return p, None, None, None
-    if source == "last":
-        latest = store.list_runs(limit=1)
-        source = latest[0].id if latest else source
     run = store.get_run(source)
     if run is None:
         raise UserError(f"{source}: no such audio file, and no run with that id in {store.db_path}")

@@ -101,9 +101,13 @@ class Store:
         return run
 
     def get_run(self, run_id: str) -> Optional[Run]:
+        """By id, by a unique id prefix (as git does), or ``"last"`` for the most recent run."""
+        if run_id == "last":
+            latest = self.list_runs(limit=1)
+            return latest[0] if latest else None
         with self.session() as s:
             run = s.get(Run, run_id)
-            if run is None:  # accept unique prefixes, as git does
+            if run is None:
                 matches = s.exec(select(Run).where(col(Run.id).startswith(run_id)).limit(2)).all()
                 run = matches[0] if len(matches) == 1 else None
             return run

@@ -72,3 +72,11 @@ def jpeg_base64(frame: np.ndarray, quality: int = 85) -> str:
     buf = io.BytesIO()
     Image.fromarray(frame).save(buf, format="JPEG", quality=quality)
     return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def video_content(video, info, fps: float, max_frames: int, max_side: int) -> tuple[list[dict], str]:
+    """The chat content item carrying the key frames, and their timestamps as text for the prompt."""
+    if video is None or info is None:
+        return [], "(no video frames)"
+    kf = sample_keyframes(video, info, fps, max_frames, max_side)
+    return [{"type": "video", "frames": kf}], kf.timestamps_text()

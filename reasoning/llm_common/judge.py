@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from reasoning.llm_common.chat import ChatModel, text_part
-from reasoning.llm_common.frames import sample_keyframes
+from reasoning.llm_common.frames import video_content
 from reasoning.llm_common.parse import OutputProblem, ask_json
 from reasoning.llm_common.planjson import plan_prompt_json
 from reasoning.llm_common.prompts import load_prompt
@@ -88,12 +88,7 @@ class LLMJudge:
             scores = "(no metric scores this round)"
         metric_findings = "\n".join(f"- [{f.target}] {f.problem}" for f in (metric.findings if metric else [])) \
             or "- (none)"
-        content: list[dict] = []
-        stamps = "(no video frames)"
-        if video is not None and info is not None:
-            kf = sample_keyframes(video, info, self.fps, self.max_frames, self.max_side)
-            content.append({"type": "video", "frames": kf})
-            stamps = kf.timestamps_text()
+        content, stamps = video_content(video, info, self.fps, self.max_frames, self.max_side)
         if self.chat.hears and audio is not None:
             content.append({"type": "audio", "path": str(audio)})
         system, user = self.prompt.render(plan_json=plan_prompt_json(plan, indent=1), scores=scores,

@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 
 from reasoning.llm_common.chat import ChatModel, text_part
-from reasoning.llm_common.frames import sample_keyframes
+from reasoning.llm_common.frames import video_content
 from reasoning.llm_common.parse import OutputProblem, ask_json
 from reasoning.llm_common.planjson import normalise_reply, plan_prompt_json
 from reasoning.llm_common.prompts import load_prompt
@@ -94,12 +94,7 @@ class LLMRefiner:
                            f" (pass ≥ {self.thresholds.get(d, 0.0):.2f})" for d in SECTIONS)
         findings = "\n".join(f"- [{f.target}] {f.problem}" + (f" → {f.suggestion}" if f.suggestion else "")
                              for f in critique.findings) or "- (none)"
-        content: list[dict] = []
-        stamps = "(no video frames)"
-        if video is not None and info is not None:
-            kf = sample_keyframes(video, info, self.fps, self.max_frames, self.max_side)
-            content.append({"type": "video", "frames": kf})
-            stamps = kf.timestamps_text()
+        content, stamps = video_content(video, info, self.fps, self.max_frames, self.max_side)
         system, user = self.prompt.render(
             plan_json=plan_prompt_json(plan, indent=1), scores=scores, findings=findings,
             sections=", ".join(sections), kept=", ".join(s for s in SECTIONS if s not in sections) or "(none)",
