@@ -11,28 +11,14 @@ import pytest
 import soundfile as sf
 import torch
 
-from agent import backends
 from agent.cli import main
 from generator.thinksound import SequenceConfig, TensorFile
-from generator.thinksound.pipeline import ThinkSoundPipeline
 from reasoning.plan import EventKind, Plan
 from store.db import Store
-from tests.test_thinksound_renderer import build_tiny_setup
+from tests.conftest import ORACLE_DIR as ORACLE
+from tests.test_thinksound_renderer import _one_thread, tiny  # noqa: F401  (module-scoped fixtures, rebuilt here)
 
-from tests.conftest import ORACLE_DIR as ORACLE  # noqa: E402
 SR = 44_100
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread(one_torch_thread):
-    yield
-    backends.clear_cache()
-    ThinkSoundPipeline.forget_all()
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return build_tiny_setup(tmp_path_factory.mktemp("cli"))
 
 
 @pytest.fixture

@@ -12,19 +12,15 @@ from streamlit.testing.v1 import AppTest
 from reasoning.plan import Plan
 from store.db import Store
 from tests.browser import seed
+from tests.browser.seed import fake_backends_module  # noqa: F401
 
 APP = Path(__file__).resolve().parents[1] / "ui" / "app.py"
 TIMEOUT = 60
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _fakes():
-    from agent import backends
-
-    seed.install_fakes()
+def _fakes(fake_backends_module):
     yield
-    seed.remove_broken()
-    backends.clear_cache()
 
 
 @pytest.fixture

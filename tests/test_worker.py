@@ -17,18 +17,14 @@ from agent import worker as w
 from store.db import Store
 from store.schema import Job, NodeEvent
 from tests.browser import seed
+from tests.browser.seed import fake_backends_module  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _fakes():
-    from agent import backends
-
-    seed.install_fakes()
+def _fakes(fake_backends_module):
     yield
-    seed.remove_broken()
-    backends.clear_cache()
 
 
 def jobs(store: Store) -> list[Job]:

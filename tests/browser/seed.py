@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import os
 import subprocess
 import sys
@@ -126,3 +128,14 @@ def worker_cmd(db: Path, *args: str) -> list[str]:
 def run_worker(db: Path, *args: str, timeout: float = 60, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(worker_cmd(db, *args), cwd=ROOT, capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})})
+
+
+@pytest.fixture(scope="module")
+def fake_backends_module():
+    """Fast deterministic backends for a whole module (and the broken one the error pages need)."""
+    from agent import backends
+
+    install_fakes()
+    yield
+    remove_broken()
+    backends.clear_cache()
