@@ -21,3 +21,25 @@ def test_samples_and_runs_on_an_empty_db(tmp_path, capsys):
     assert main(["--db", str(tmp_path / "e.db"), "runs", "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == []
     assert main(["--db", str(tmp_path / "e.db"), "show", "last"]) == 2
+
+
+def test_batch_dubs_a_folder_and_skips_bad_files(tmp_path, capsys, fake_backends):
+    from store.db import Store
+    from tests.helpers import FAKE, tiny_clip
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    tiny_clip(folder / "a.mp4", seed=1)
+    tiny_clip(folder / "b.mp4", seed=2)
+    (folder / "broken.mp4").write_text("not a video")
+    (folder / "notes.txt").write_text("ignored: not a video extension")
+    db = tmp_path / "fl.db"
+    code = main(["--db", str(db), "batch", str(folder), "--out-dir", str(tmp_path / "out"), *FAKE])
+    out = capsys.readouterr().out
+    assert code == 0 and "2 dubbed, 1 skipped" in out
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.foley.mp4", "b.foley.mp4"]
+    runs = Store(db).list_runs()
+    assert sorted(r.status for r in runs) == ["done", "done", "failed"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["--db", str(db), "batch", str(empty), "--out-dir", str(tmp_path / "o2"), *FAKE]) == 2
