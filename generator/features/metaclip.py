@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .hub import fingerprint_dir, resolve_model
+from .stream import map_batches
 
 log = logging.getLogger(__name__)
 
@@ -101,22 +102,8 @@ class MetaCLIPFeatures:
         """Stream frames (already at 8 fps) in batches → (n_frames, D): truncated, or last row repeated."""
         if n_frames <= 0:
             raise ValueError("n_frames must be positive")
-        feats, batch, seen = [], [], 0
-        for frame in frames:
-            if seen >= n_frames:
-                break
-            batch.append(frame)
-            seen += 1
-            if len(batch) == self.batch_size:
-                feats.append(self.encode_images(batch))
-                batch = []
-        if batch:
-            feats.append(self.encode_images(batch))
-        if not feats:
-            raise ValueError("the video produced no frames")
-        if seen < n_frames:
-            log.info("video gave %d of %d CLIP frames; repeating the last one", seen, n_frames)
-        return fit_rows(torch.cat(feats), n_frames)
+        feats, _ = map_batches(frames, n_frames, self.batch_size, self.encode_images, "CLIP")
+        return fit_rows(feats, n_frames)
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
         return self.processor.tokenizer(texts, max_length=TEXT_TOKENS, padding="max_length", truncation=True,

@@ -17,6 +17,7 @@ from generator.synchformer import SynchformerVisual, VisualConfig, num_windows, 
 from generator.synchformer.preprocess import SYNC_FPS, WINDOW_FRAMES
 
 from .hub import KINDS, fingerprint_dir, resolve_model
+from .stream import map_batches
 
 log = logging.getLogger(__name__)
 
@@ -63,22 +64,8 @@ class SyncFeatures:
         """Stream 25 fps RGB frames → uint8 (n_frames, 3, 224, 224), truncated or last frame repeated."""
         if n_frames < WINDOW_FRAMES:
             raise ValueError(f"need at least {WINDOW_FRAMES} sync frames (0.64 s), got {n_frames}")
-        parts, chunk, seen = [], [], 0
-        for frame in frames:
-            if seen >= n_frames:
-                break
-            chunk.append(frame)
-            seen += 1
-            if len(chunk) == self.chunk_frames:
-                parts.append(preprocess_sync_frames(chunk))
-                chunk = []
-        if chunk:
-            parts.append(preprocess_sync_frames(chunk))
-        if not parts:
-            raise ValueError("the video produced no frames")
-        if seen < n_frames:
-            log.info("video gave %d of %d sync frames; repeating the last one", seen, n_frames)
-        return pad_or_trim(torch.cat(parts), n_frames)
+        frames_u8, _ = map_batches(frames, n_frames, self.chunk_frames, preprocess_sync_frames, "sync")
+        return pad_or_trim(frames_u8, n_frames)
 
     def encode_frames(self, frames: Iterable[np.ndarray], n_frames: int) -> torch.Tensor:
         """25 fps frames → (8·S, D) float32."""

@@ -25,6 +25,10 @@ VAE_ATOL = 1e-6
 SYNCHFORMER_ATOL = 1e-5
 
 
+class OracleError(RuntimeError):
+    """An oracle file cannot be checked here (unknown kind, checker missing)."""
+
+
 @dataclass
 class OutputCheck:
     name: str
@@ -126,7 +130,7 @@ def check_oracle(path: str | Path | Mapping[str, Any], *, kind: str | None = Non
         try:
             check = getattr(importlib.import_module(module), fn)
         except (ImportError, AttributeError) as e:
-            raise NotImplementedError(f"oracle kind {kind!r} needs {module}.{fn}, which is not available: {e}") from e
+            raise OracleError(f"oracle kind {kind!r} needs {module}.{fn}, which is not available: {e}") from e
     with torch.no_grad():
         result = check(data)
     if isinstance(result, OracleReport):
