@@ -1,8 +1,9 @@
 """Backend registry: a name in the config → a factory, imported lazily.
 
-Each factory module exposes ``make(cfg: RunConfig)`` returning an object that satisfies the role's
-protocol, and ``describe(cfg) -> dict`` (``available``, ``where``, ``why``) for ``foleyloop models``.
-Instances are cached per process so that rounds and batch items reuse loaded models.
+Each factory module exposes ``make(opts: BackendOptions)`` returning an object that satisfies the role's
+protocol, and ``describe(opts) -> dict`` (``available``, ``where``, ``why``) for ``foleyloop models``. A backend
+sees only its own options (``options_for``); what it needs from elsewhere is injected here. Instances are cached
+per process so that rounds and batch items reuse loaded models.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import threading
 from typing import Any
 
 from agent.config import RunConfig
+from contract.options import BackendOptions
 
 REGISTRY: dict[str, dict[str, str]] = {
     "watcher": {
@@ -37,7 +39,7 @@ REGISTRY: dict[str, dict[str, str]] = {
 }
 
 _cache: dict[tuple, Any] = {}
-_lock = threading.Lock()
+_lock = threading.RLock()  # a factory may look up a peer backend (the judge's metric critic)
 
 
 class UnknownBackend(ValueError):
@@ -57,13 +59,36 @@ def _key(role: str, name: str, cfg: RunConfig) -> tuple:
     return (role, name, repr(sorted(cfg.opts(role).items())), cfg.device, cfg.dtype)
 
 
+def chosen(role: str, cfg: RunConfig) -> str:
+    return {"watcher": cfg.watcher, "renderer": cfg.renderer, "critic": cfg.critic, "refiner": cfg.refiner_name}[role]
+
+
+def _references(label: str) -> list:
+    """The offline critic's semantic references: recordings from the offline renderer's bank (lazy)."""
+    global _bank_lookup
+    if _bank_lookup is None:
+        from generator.offline.bank import reference_lookup
+
+        _bank_lookup = reference_lookup()
+    return _bank_lookup(label)
+
+
+_bank_lookup = None
+
+
+def options_for(role: str, cfg: RunConfig, name: str | None = None) -> BackendOptions:
+    """The slice of the run config that the ``role`` backend may see, plus the lookups it may need."""
+    return BackendOptions(role=role, name=name or chosen(role, cfg), params=cfg.opts(role), device=cfg.device,
+                          dtype=cfg.dtype, seed=cfg.seed, thresholds=dict(cfg.thresholds),
+                          peer=lambda r, n: get(r, cfg, name=n), references=_references)
+
+
 def get(role: str, cfg: RunConfig, name: str | None = None):
-    name = name or {"watcher": cfg.watcher, "renderer": cfg.renderer, "critic": cfg.critic,
-                    "refiner": cfg.refiner_name}[role]
+    name = name or chosen(role, cfg)
     key = _key(role, name, cfg)
     with _lock:
         if key not in _cache:
-            _cache[key] = _module(role, name).make(cfg)
+            _cache[key] = _module(role, name).make(options_for(role, cfg, name))
         return _cache[key]
 
 
@@ -73,7 +98,7 @@ def describe_all(cfg: RunConfig | None = None) -> list[dict]:
     for role, entries in REGISTRY.items():
         for name in entries:
             try:
-                info = _module(role, name).describe(cfg)
+                info = _module(role, name).describe(options_for(role, cfg, name))
             except ImportError as exc:
                 info = {"available": False, "why": f"not installed: {exc}"}
             except Exception as exc:  # a broken backend must not hide the others

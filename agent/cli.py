@@ -18,17 +18,14 @@ from rich.console import Console
 from rich.table import Table
 
 from agent.config import RunConfig
-from reasoning.plan import Plan
+from contract.errors import UserError  # the one user-error type: exit 2, one line
+from contract.plan import Plan
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Give silent video its sound.")
 # Wide when piped, so ids and paths are never cut or wrapped in logs.
 out_console = Console(width=None if sys.stdout.isatty() else 200)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 STATE = {"debug": False, "db": None}
-
-
-class UserError(Exception):
-    """Bad input from the user: exit 2, one line."""
 
 
 def _store():
@@ -119,7 +116,7 @@ def dub(video: str = typer.Argument(..., help="Video file, or sample:bigbuckbunn
 
     cfg = _build_config(rounds, seed, review, watcher, watcher_model, endpoint, renderer, weights, critic, refiner,
                         max_duration, keep_original, device, dtype, steps)
-    from generator.cli import renderer_options
+    from agent.cli_generate import renderer_options
 
     extra = renderer_options(metaclip=metaclip, t5=t5, synchformer=synchformer)
     if extra:
@@ -339,7 +336,7 @@ def _register_optional_commands() -> None:
     """Commands owned by other modules (generator tools, studio, worker) register themselves here."""
     import importlib
 
-    for mod in ("generator.cli", "ui.cli"):
+    for mod in ("agent.cli_generate", "agent.cli_studio"):
         try:
             importlib.import_module(mod).register(app)
         except ModuleNotFoundError as exc:
@@ -394,14 +391,14 @@ def _one_line(message: str) -> None:
 
 
 def _backend_error_type() -> type[BaseException]:
-    from reasoning.protocols import BackendError
+    from contract.errors import BackendError
 
     return BackendError
 
 
 def _user_error_types() -> tuple[type[BaseException], ...]:
     from agent.backends import UnknownBackend
-    from reasoning.protocols import BadWeights, ModelMissing
+    from contract.errors import BadWeights, ModelMissing
 
     return (UnknownBackend, ModelMissing, BadWeights)
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from reasoning.plan import DIMENSIONS
-
-DEFAULT_THRESHOLDS = {"semantic": 0.6, "temporal": 0.6, "aesthetic": 0.6, "spatial": 0.5}
+from contract.options import DEFAULT_THRESHOLDS
+from contract.plan import DIMENSIONS
 
 
 class RunConfig(BaseModel):

@@ -20,7 +20,7 @@ from langgraph.types import Command
 from agent import backends, nodes
 from agent.config import RunConfig
 from agent.state import RunContext, RunState, thread_id
-from reasoning.plan import Plan
+from contract.plan import Plan
 from store import media
 from store.db import Store
 

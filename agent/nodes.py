@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import contextlib
 import logging
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -19,9 +18,9 @@ from langgraph.types import interrupt
 
 from agent import backends
 from agent.state import RunContext, RunState
-from reasoning.plan import Critique, Plan
+from contract.plan import Critique, Plan
 from reasoning.policy import decide
-from reasoning.protocols import BackendError
+from contract.errors import BackendError
 from store import media
 from store.media import VideoInfo
 from store.schema import Round
@@ -143,7 +142,7 @@ def render(state: RunState, ctx: RunContext) -> dict:
     rnd = ctx.store.get_round(state["current_round_id"])
     if rnd.audio_artifact_id is not None:
         return {}
-    _make_room_for_renderer(ctx)
+    ctx.devices.before("render")
     renderer = backends.get("renderer", ctx.cfg)
     video = Path(state["video_path"]) if state.get("video_path") else None
     tmp_dir = ctx.store.home / "tmp"
@@ -154,13 +153,6 @@ def render(state: RunState, ctx: RunContext) -> dict:
     timings = json.loads(rnd.timings_json or "{}") | {"render_meta": _small(result.meta)}
     ctx.store.update_round(rnd.id, audio_artifact_id=art.id, status="rendered", timings_json=timings)
     return {}
-
-
-def _make_room_for_renderer(ctx: RunContext) -> None:
-    """On a GPU, release the VLM first when it and the generator don't fit together (it reloads lazily)."""
-    loader = sys.modules.get("reasoning.qwen.loader")
-    if loader is not None and ctx.cfg.device.startswith("cuda") and ctx.cfg.renderer != "offline":
-        loader.make_room(float(ctx.cfg.opts("renderer").get("gpu_memory_gb", 12.0)))
 
 
 def _small(meta: dict) -> dict:
@@ -247,9 +239,7 @@ def finalize(state: RunState, ctx: RunContext) -> dict:
         media.copy_file(audio_path, out)
         record |= {"output_path": str(Path(out).resolve())}
     branches[str(state["branch"])] = record
-    loader = sys.modules.get("reasoning.qwen.loader")
-    if loader is not None:
-        loader.release()
+    ctx.devices.release_all()
     ctx.store.update_run(state["run_id"], status="done", stop_reason=state.get("stop_reason"),
                          best_round_id=best.id, best_overall=best.score_overall, branches_json=branches,
                          output_path=record.get("output_path"), output_artifact_id=record.get("output_artifact_id"),

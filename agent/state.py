@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypedDict
 
 from agent.config import RunConfig
+from agent.devices import DeviceManager
 from store.db import Store
 
 
@@ -32,6 +33,11 @@ class RunContext:
     store: Store
     cfg: RunConfig
     show_progress: bool = False
+    devices: DeviceManager | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        if self.devices is None:
+            self.devices = DeviceManager(self.cfg)
 
 
 def thread_id(run_id: str, branch: int) -> str:

@@ -145,10 +145,11 @@ def bench_render_rounds(seconds: float = 5.0) -> None:
     Models: tiny MM-DiT (hidden 64, 1 joint + 1 fused block), VAE channels 4, 768-wide 1-block Synchformer,
     tiny MetaCLIP/T5 with the real widths. Clip: Big Buck Bunny's first `seconds` s if installed, else noise.
     """
+    from agent.backends import options_for
     from agent.config import RunConfig
     from generator.thinksound.renderer import make
     from generator.thinksound.weights import write_tiny_weights
-    from reasoning.plan import Plan
+    from contract.plan import Plan
     from store.media import probe, write_video
     from tests.tiny_models import build_tiny_metaclip, build_tiny_t5
 
@@ -171,7 +172,7 @@ def bench_render_rounds(seconds: float = 5.0) -> None:
             video, source = write_video(tmp / "noise.mp4", frames, 25), "noise clip 128x128, 25 fps"
         info = probe(video)
         d = min(seconds, info.duration_s)
-        renderer = make(RunConfig(renderer="thinksound", options={"renderer": opts}))
+        renderer = make(options_for("renderer", RunConfig(renderer="thinksound", options={"renderer": opts})))
         load = renderer.pipeline.load()["load_s"]
         print(f"(b) render per round, tiny models, {source}, {d:g} s, 24 steps CFG 5, 1 thread; "
               f"setup {time.perf_counter() - t0:.1f} s, model load {load:.2f} s (not in the round times)")

@@ -40,7 +40,7 @@ class Recorder:
 
 
 def run_case(label: str, role, call) -> dict:
-    from reasoning.protocols import BackendError
+    from contract.errors import BackendError
 
     role.chat = Recorder(role.chat)
     t0 = time.perf_counter()
@@ -58,8 +58,9 @@ def run_case(label: str, role, call) -> dict:
 
 def bench_model(model: str, clip: Path, device: str, dtype: str, pixel_sets: list[tuple[int, int]],
                 new_tokens: int) -> list[dict]:
+    from agent.backends import options_for
     from agent.config import RunConfig
-    from reasoning.plan import Critique
+    from contract.plan import Critique
     from reasoning.qwen import judge, loader, refiner, watcher
     from store.media import probe
 
@@ -73,10 +74,10 @@ def bench_model(model: str, clip: Path, device: str, dtype: str, pixel_sets: lis
             label = f"watch fps={fps:g} px≤{hi}"
             if not loader.SLOTS.loaded():
                 t0 = time.perf_counter()
-                loader.acquire(watcher.make(cfg).chat.spec)
+                loader.acquire(watcher.make(options_for("watcher", cfg)).chat.spec)
                 rows.append({"call": "load model", "frames": 0, "prompt_tokens": None, "new_tokens": None,
                              "chat_s": None, "total_s": round(time.perf_counter() - t0, 3), "outcome": "loaded"})
-            rows.append(run_case(label, watcher.make(cfg), lambda w: w.watch(clip, info)))
+            rows.append(run_case(label, watcher.make(options_for("watcher", cfg)), lambda w: w.watch(clip, info)))
     from tests.qwen_fixtures import sample_plan
 
     lo, hi = pixel_sets[-1]
@@ -84,9 +85,9 @@ def bench_model(model: str, clip: Path, device: str, dtype: str, pixel_sets: lis
     cfg = RunConfig(watcher="qwen", critic="qwen", device=device, dtype=dtype, options={"refiner": o, "critic": o})
     plan = sample_plan(info.duration_s)
     crit = Critique(scores={"semantic": 0.8, "temporal": 0.3, "aesthetic": 0.7, "spatial": 0.6})
-    rows.append(run_case("refine fps=1", refiner.make(cfg), lambda r: r.refine(plan, crit, ["temporal"], 1, 0, clip,
+    rows.append(run_case("refine fps=1", refiner.make(options_for("refiner", cfg)), lambda r: r.refine(plan, crit, ["temporal"], 1, 0, clip,
                                                                                  info)))
-    rows.append(run_case("judge fps=1", judge.make(cfg), lambda j: j.judge(plan, clip, info, crit)))
+    rows.append(run_case("judge fps=1", judge.make(options_for("critic", cfg)), lambda j: j.judge(plan, clip, info, crit)))
     loader.release()
     return rows
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from reasoning.plan import Critique
+from contract.plan import Critique
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from agent import backends
-from generator.protocol import RenderResult
-from reasoning.plan import Critique, Event, Finding, Plan
-from reasoning.protocols import RefineResult, WatchResult
+from contract.protocols import RenderResult
+from contract.plan import Critique, Event, Finding, Plan
+from contract.protocols import RefineResult, WatchResult
 from store.media import write_audio
 
 SR = 44100

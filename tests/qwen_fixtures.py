@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from reasoning.llm_common.chat import Generation, frames_sent
-from reasoning.plan import Event, EventKind, Plan
+from contract.plan import Event, EventKind, Plan
 from store.media import probe
 
 CLIP_S, CLIP_FPS = 3.0, 10.0

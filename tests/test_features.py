@@ -11,9 +11,9 @@ import torch
 from generator.features import (FeatureCache, FeatureExtractor, MetaCLIPFeatures, SyncFeatures, T5Features,
                                  describe_model, num_clip_frames, num_sync_frames, num_sync_tokens, pad_to_square,
                                  resolve_model)
-from generator.features.hub import KINDS
-from generator.synchformer import SynchformerVisual, preprocess_sync_frames
-from reasoning.protocols import BackendError, ModelMissing
+from models.hub import KINDS
+from models.synchformer import SynchformerVisual, preprocess_sync_frames
+from contract.errors import BackendError, ModelMissing
 from store.media import sample_frames, write_video
 from tests.tiny_models import (build_tiny_metaclip, build_tiny_synchformer, build_tiny_t5, install_in_hf_cache,
                                tiny_sync_config)

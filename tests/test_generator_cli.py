@@ -13,7 +13,7 @@ import torch
 
 from agent.cli import main
 from generator.thinksound import SequenceConfig, TensorFile
-from reasoning.plan import EventKind, Plan
+from contract.plan import EventKind, Plan
 from store.db import Store
 from tests.conftest import ORACLE_DIR as ORACLE
 from tests.test_thinksound_renderer import _one_thread, tiny  # noqa: F401  (module-scoped fixtures, rebuilt here)
@@ -49,7 +49,7 @@ def _oracle(name: str) -> Path:
 
 
 def test_plan_from_prompt():
-    from generator.cli import plan_from_prompt
+    from agent.cli_generate import plan_from_prompt
 
     prompt = "heavy rain on a tin roof with distant rolling thunder and a dog barking twice far away"
     plan = plan_from_prompt(prompt, 6.0)

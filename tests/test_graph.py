@@ -9,7 +9,7 @@ import pytest
 
 from agent import graph
 from agent.config import RunConfig
-from reasoning.plan import Plan
+from contract.plan import Plan
 from store.db import Store
 from store.media import probe, read_audio
 from tests.helpers import FAKE, cli_subprocess, tiny_clip
@@ -151,7 +151,7 @@ def test_two_concurrent_dubs_into_one_db(tmp_path):
 def test_malformed_vlm_output_fails_the_run_and_keeps_raw_text(store, fake_backends, clip, monkeypatch, tmp_path,
                                                                 capsys):
     from agent.cli import main
-    from reasoning.protocols import BackendError
+    from contract.errors import BackendError
     from tests import fakes
 
     def broken(self, video, info):
@@ -170,7 +170,7 @@ def test_malformed_vlm_output_fails_the_run_and_keeps_raw_text(store, fake_backe
 
 
 def test_refiner_failure_keeps_best_round_and_finishes(store, fake_backends, clip, monkeypatch):
-    from reasoning.protocols import BackendError
+    from contract.errors import BackendError
     from tests import fakes
 
     def broken(self, plan, *a, **k):

@@ -13,8 +13,8 @@ from reasoning.llm_common.parse import OutputProblem, ReplyInvalid, extract_json
 from reasoning.llm_common.prompts import PromptError, available, load_prompt
 from reasoning.llm_common.refine import LLMRefiner, weakest_sections
 from reasoning.llm_common.watch import LLMWatcher
-from reasoning.plan import COT_TOKEN_BUDGET, Critique, Finding, ScorerInfo
-from reasoning.protocols import BackendError
+from contract.plan import COT_TOKEN_BUDGET, Critique, Finding, ScorerInfo
+from contract.errors import BackendError
 
 THRESHOLDS = {"semantic": 0.45, "temporal": 0.6, "aesthetic": 0.6, "spatial": 0.5}
 

@@ -12,10 +12,11 @@ import pytest
 from reasoning.offline import aisfx_embed as ae
 from reasoning.offline import audio_features as af
 from reasoning.offline import critic as cr
-from reasoning.plan import Event, Plan
+from contract.plan import Event, Plan
 from store.media import read_audio, write_audio
 from store.synthetic import impact_clicks
 from tests.helpers import known_visual
+from agent.backends import options_for
 
 SR = 44100
 HITS = [0.8, 1.9, 3.1]
@@ -346,6 +347,6 @@ def test_missing_parts_degrade_to_none_with_findings(tmp_path, caplog):
 def test_describe_reports_the_model():
     from agent.config import RunConfig
 
-    info = cr.describe(RunConfig())
+    info = cr.describe(options_for("critic", RunConfig()))
     assert info["available"] is True and "aisfx" in info["model_id"] and info["license"]
     assert set(info) >= {"available", "where", "why", "model_id", "license"}

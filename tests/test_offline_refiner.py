@@ -7,10 +7,11 @@ import pytest
 
 from reasoning.offline import critic as cr
 from reasoning.offline.refiner import OfflineRefiner, make, spatial_text, temporal_text
-from reasoning.plan import Critique, Event, Finding, Plan
-from reasoning.protocols import Refiner
+from contract.plan import Critique, Event, Finding, Plan
+from contract.protocols import Refiner
 from store.synthetic import impact_clicks
 from tests.helpers import known_visual
+from agent.backends import options_for
 
 SR = 44100
 HITS = [0.8, 1.9, 3.1]
@@ -41,7 +42,7 @@ def starts(p: Plan) -> dict[str, float]:
 def test_implements_the_protocol_and_registry_hooks():
     from agent.config import RunConfig
 
-    assert isinstance(make(RunConfig()), Refiner)
+    assert isinstance(make(options_for("refiner", RunConfig())), Refiner)
 
 
 def test_shift_all_moves_every_event_and_rewrites_only_temporal():

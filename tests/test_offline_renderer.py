@@ -16,8 +16,9 @@ from generator.offline import text_embed
 from generator.offline.bank import SampleBank
 from generator.offline.renderer import OfflineRenderer
 from generator.offline.text_embed import HashingEmbedder
-from generator.protocol import Renderer
-from reasoning.plan import Event, Plan
+from contract.protocols import Renderer
+from contract.plan import Event, Plan
+from agent.backends import options_for
 
 SR = 44100
 needs_bank = pytest.mark.skipif(bank_mod.sonic_pi_dir() is None or bank_mod.ovos_animals_dir() is None,
@@ -293,8 +294,8 @@ def test_procedural_presets_are_seeded():
 
 def test_registry_hooks(tmp_path):
     cfg = RunConfig(options={"renderer": {"cache_dir": str(tmp_path), "top_k": 2}})
-    r = renderer_mod.make(cfg)
+    r = renderer_mod.make(options_for("renderer", cfg))
     assert isinstance(r, Renderer) and r.name == "offline" and r.model_id == "offline:cc0-bank+minilm"
-    info = renderer_mod.describe(cfg)
+    info = renderer_mod.describe(options_for("renderer", cfg))
     assert set(info) >= {"available", "where", "why", "model_id", "license"} and info["available"] is True
     assert str(tmp_path) in info["where"] and "CC0" in info["license"]

@@ -13,10 +13,11 @@ from agent.config import RunConfig
 from reasoning.offline import labels as lab
 from reasoning.offline import vocabulary as vocab
 from reasoning.offline import watcher as W
-from reasoning.plan import EventKind, Plan
-from reasoning.protocols import Watcher
+from contract.plan import EventKind, Plan
+from contract.protocols import Watcher
 from store.media import probe, sample_frames
 from store.synthetic import make_impact_clip, make_static_clip
+from agent.backends import options_for
 
 TOL_S = 0.040
 needs_weights = pytest.mark.skipif(importlib.util.find_spec(lab.PACKAGE) is None,
@@ -179,7 +180,7 @@ def _check_plan(plan: Plan, duration: float) -> None:
 
 
 def test_watcher_plans_the_ball_clip(classifier, ball, tmp_path):
-    w = W.make(RunConfig(options={"watcher": {"cache_dir": str(tmp_path / "cache")}}))
+    w = W.make(options_for("watcher", RunConfig(options={"watcher": {"cache_dir": str(tmp_path / "cache")}})))
     assert isinstance(w, Watcher) and w.name == "offline" and w.model_id == W.MODEL_ID
     res = w.watch(ball.path, probe(ball.path))
     plan = res.plan
@@ -219,7 +220,7 @@ def test_watcher_degrades_without_the_classifier(ball, caplog):
     assert "no image labels" in res.plan.semantic and res.meta["labels_missing"]
     hits = [e for e in res.plan.events if e.kind == EventKind.impact]
     assert len(hits) == 3 and all(e.label == vocab.FALLBACK.hit for e in hits)
-    off = W.make(RunConfig(options={"watcher": {"labels": False}})).watch(ball.path)
+    off = W.make(options_for("watcher", RunConfig(options={"watcher": {"labels": False}}))).watch(ball.path)
     assert off.meta["labels_missing"] == "labels disabled by config"
 
 
@@ -232,7 +233,7 @@ def test_watcher_on_a_still_clip_writes_only_a_bed(tmp_path):
 
 
 def test_watcher_on_the_street_video(classifier, bikes_path):
-    res = W.make(RunConfig()).watch(bikes_path)
+    res = W.make(options_for("watcher", RunConfig())).watch(bikes_path)
     plan = res.plan
     _check_plan(plan, probe(bikes_path).duration_s)
     shots = res.meta["shots"]
@@ -245,6 +246,6 @@ def test_watcher_on_the_street_video(classifier, bikes_path):
 
 
 def test_describe_reports_the_backend():
-    d = W.describe(RunConfig())
+    d = W.describe(options_for("watcher", RunConfig()))
     assert d["available"] is True and d["model_id"] == W.MODEL_ID
     assert set(d) >= {"available", "where", "why", "model_id", "license"}

@@ -21,8 +21,9 @@ from reasoning.openai_backend import judge as oa_judge
 from reasoning.openai_backend import refiner as oa_refiner
 from reasoning.openai_backend import watcher as oa_watcher
 from reasoning.openai_backend.client import EndpointError
-from reasoning.plan import Critique
+from contract.plan import Critique
 from tests.qwen_fixtures import CLIP_S, IMPACT_TIMES, VALID_PLAN_REPLY, impact_clip, sample_plan  # noqa: F401
+from agent.backends import options_for
 
 
 class Server:
@@ -124,14 +125,14 @@ def test_watch_sends_timestamped_base64_frames(server, impact_clip, monkeypatch)
 
 def test_5xx_then_success_is_retried(server, impact_clip):
     server.script = [(503, "overloaded", 0.0), (500, "oops", 0.0), (200, VALID_PLAN_REPLY, 0.0)]
-    res = oa_watcher.make(_cfg(server.url, model="m", retries=2)).watch(*impact_clip)
+    res = oa_watcher.make(options_for("watcher", _cfg(server.url, model="m", retries=2))).watch(*impact_clip)
     assert len(server.chats()) == 3 and len(res.plan.events) == 2
 
 
 def test_5xx_exhausts_retries_with_a_clear_error(server, impact_clip):
     server.script = [(502, "bad gateway", 0.0)]
     with pytest.raises(EndpointError, match=r"HTTP 502: bad gateway after 2 attempt\(s\)"):
-        oa_watcher.make(_cfg(server.url, model="m", retries=1)).watch(*impact_clip)
+        oa_watcher.make(options_for("watcher", _cfg(server.url, model="m", retries=1))).watch(*impact_clip)
     assert len(server.chats()) == 2
 
 
@@ -139,14 +140,14 @@ def test_timeout_is_retried_then_reported(server, impact_clip):
     server.script = [(200, VALID_PLAN_REPLY, 1.5)]
     t0 = time.perf_counter()
     with pytest.raises(EndpointError, match=r"no reply within timeout_s=0.3 after 2 attempt"):
-        oa_watcher.make(_cfg(server.url, model="m", retries=1, timeout_s=0.3)).watch(*impact_clip)
+        oa_watcher.make(options_for("watcher", _cfg(server.url, model="m", retries=1, timeout_s=0.3))).watch(*impact_clip)
     assert time.perf_counter() - t0 < 1.5 * 2  # gave up on time, did not wait for the slow server
     assert len(server.chats()) == 2
 
 
 def test_timeout_then_success(server, impact_clip):
     server.script = [(200, VALID_PLAN_REPLY, 1.0), (200, VALID_PLAN_REPLY, 0.0)]
-    res = oa_watcher.make(_cfg(server.url, model="m", retries=1, timeout_s=0.3)).watch(*impact_clip)
+    res = oa_watcher.make(options_for("watcher", _cfg(server.url, model="m", retries=1, timeout_s=0.3))).watch(*impact_clip)
     assert len(res.plan.events) == 2
 
 
@@ -155,26 +156,26 @@ def test_401_is_not_retried_and_names_the_fix(server, impact_clip, monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     server.script = [(401, "invalid api key", 0.0)]
     with pytest.raises(EndpointError, match="rejected the API key .*OPENAI_API_KEY") as err:
-        oa_watcher.make(_cfg(server.url, model="m", retries=3)).watch(*impact_clip)
+        oa_watcher.make(options_for("watcher", _cfg(server.url, model="m", retries=3))).watch(*impact_clip)
     assert err.value.status == 401 and len(server.chats()) == 1
     assert "Authorization" not in server.chats()[0]["headers"]  # no key configured → none sent
 
 
 def test_wrong_path_404_and_refused_connection(server, impact_clip):
-    w = oa_watcher.make(_cfg(server.url.removesuffix("/v1") + "/api", model="m"))
+    w = oa_watcher.make(options_for("watcher", _cfg(server.url.removesuffix("/v1") + "/api", model="m")))
     with pytest.raises(EndpointError, match="404.*ends in /v1"):
         w.watch(*impact_clip)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{s.getsockname()[1]}/v1"  # bound, not listening: refused
         with pytest.raises(EndpointError, match="cannot connect"):
-            oa_watcher.make(_cfg(dead, model="m", retries=1)).watch(*impact_clip)
+            oa_watcher.make(options_for("watcher", _cfg(dead, model="m", retries=1))).watch(*impact_clip)
 
 
 def test_truncated_reply_reasked_then_clear_failure(server, impact_clip):
     server.script = [(200, ('{"caption": "' + "tap " * 300, "length"), 0.0)]
     with pytest.raises(ReplyInvalid, match="cut off") as err:
-        oa_watcher.make(_cfg(server.url, model="m", max_attempts=2)).watch(*impact_clip)
+        oa_watcher.make(options_for("watcher", _cfg(server.url, model="m", max_attempts=2))).watch(*impact_clip)
     assert err.value.raw_output.count("tap tap") > 100 and len(server.chats()) == 2
     second = server.chats()[1]["json"]["messages"]
     assert second[-2]["role"] == "assistant" and "token limit" in second[-1]["content"]
@@ -186,14 +187,14 @@ def test_endpoint_and_key_from_environment(server, impact_clip, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-env")
     server.script = [(200, VALID_PLAN_REPLY, 0.0)]
     cfg = RunConfig(watcher="openai", options={"watcher": {"model": "m", "max_side": 64}})
-    assert oa_watcher.describe(cfg)["where"] == server.url
-    oa_watcher.make(cfg).watch(*impact_clip)
+    assert oa_watcher.describe(options_for("watcher", cfg))["where"] == server.url
+    oa_watcher.make(options_for("watcher", cfg)).watch(*impact_clip)
     assert server.chats()[0]["headers"]["Authorization"] == "Bearer sk-env"
     monkeypatch.delenv("FOLEYLOOP_OPENAI_BASE_URL")
-    row = oa_watcher.describe(cfg)
+    row = oa_watcher.describe(options_for("watcher", cfg))
     assert row["available"] is False and "--endpoint" in row["why"]
     with pytest.raises(EndpointError, match="no endpoint"):
-        oa_watcher.make(cfg)
+        oa_watcher.make(options_for("watcher", cfg))
 
 
 def test_refiner_and_judge_over_http(server, impact_clip):
@@ -201,11 +202,11 @@ def test_refiner_and_judge_over_http(server, impact_clip):
     plan = sample_plan(info.duration_s)
     crit = Critique(scores={"semantic": 0.9, "temporal": 0.2, "aesthetic": 0.9, "spatial": 0.9})
     server.script = [(200, json.dumps({"temporal": "two hits, at 1 s and 2 s", "aesthetic": "WET"}), 0.0)]
-    res = oa_refiner.make(_cfg(server.url, "refiner", model="m")).refine(plan, crit, ["temporal"], 1, 0, path, info)
+    res = oa_refiner.make(options_for("refiner", _cfg(server.url, "refiner", model="m"))).refine(plan, crit, ["temporal"], 1, 0, path, info)
     assert res.plan.temporal == "two hits, at 1 s and 2 s" and res.plan.aesthetic == plan.aesthetic
     server.script = [(200, json.dumps({"consistency": 0.8, "findings": [
         {"target": "e1", "dimension": "temporal", "problem": "hit lands at 1.0 s", "suggestion": "keep"}]}), 0.0)]
-    out = oa_judge.make(_cfg(server.url, "critic", model="m")).judge(plan, path, info, crit)
+    out = oa_judge.make(options_for("critic", _cfg(server.url, "critic", model="m"))).judge(plan, path, info, crit)
     assert out.scores == crit.scores and out.findings[0].target == "e1" and out.scorers[-1].raw == 0.8
     sent = server.chats()[-1]["json"]["messages"][1]["content"]
     assert any(p["type"] == "image_url" for p in sent) and "temporal: 0.20" in sent[-1]["text"]

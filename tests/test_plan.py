@@ -3,7 +3,7 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from reasoning.plan import COT_TOKEN_BUDGET, Critique, Event, Plan, estimate_t5_tokens
+from contract.plan import COT_TOKEN_BUDGET, Critique, Event, Plan, estimate_t5_tokens
 from reasoning.policy import decide
 
 

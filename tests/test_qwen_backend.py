@@ -15,15 +15,17 @@ import torch
 from transformers import AutoTokenizer, Qwen2_5_VLForConditionalGeneration, Qwen2_5OmniThinkerForConditionalGeneration
 
 from agent import backends
+from agent.backends import options_for
 from agent.config import RunConfig
 from reasoning.llm_common.parse import ReplyInvalid
-from reasoning.plan import Critique
-from reasoning.protocols import BackendError, ModelMissing
+from contract.plan import Critique
+from contract.errors import BackendError, ModelMissing
 from reasoning.qwen import judge as qwen_judge
 from reasoning.qwen import loader, omni
 from reasoning.qwen import refiner as qwen_refiner
 from reasoning.qwen import watcher as qwen_watcher
-from reasoning.qwen.loader import ModelSlots
+from contract import memory
+from contract.memory import ModelSlots
 from tests.qwen_fixtures import (CLIP_S, IMPACT_TIMES, VALID_PLAN_REPLY, impact_clip, impact_wav,  # noqa: F401
                                  sample_plan, tiny_omni_dir, tiny_qwen_dir)
 
@@ -72,7 +74,7 @@ def scripted_generate(monkeypatch, tiny_qwen_dir):
 
 def test_real_generate_on_mp4_reports_parse_failure_with_raw_text(tiny_qwen_dir, impact_clip):
     path, info = impact_clip
-    w = qwen_watcher.make(_cfg(tiny_qwen_dir, max_new_tokens=12, max_attempts=2, max_side=96))
+    w = qwen_watcher.make(options_for("watcher", _cfg(tiny_qwen_dir, max_new_tokens=12, max_attempts=2, max_side=96)))
     with pytest.raises(ReplyInvalid) as err:
         w.watch(path, info)
     exc = err.value
@@ -90,7 +92,7 @@ def test_watch_success_through_the_real_path(tiny_qwen_dir, impact_clip, scripte
     replies, seen, tok = scripted_generate
     replies.append("```json\n" + VALID_PLAN_REPLY + "\n```")
     path, info = impact_clip
-    res = qwen_watcher.make(_cfg(tiny_qwen_dir, fps=2.0, max_side=96)).watch(path, info)
+    res = qwen_watcher.make(options_for("watcher", _cfg(tiny_qwen_dir, fps=2.0, max_side=96))).watch(path, info)
     assert [e.start_s for e in res.plan.events] == list(IMPACT_TIMES)
     assert res.model_id == str(tiny_qwen_dir) and res.prompt_version == "watch_v1"
     assert res.plan.provenance.backend == "qwen" and VALID_PLAN_REPLY in res.raw_output
@@ -115,12 +117,12 @@ def test_refiner_and_judge_share_the_loaded_model(tiny_qwen_dir, impact_clip, sc
     replies.append(json.dumps({"temporal": "hits at 0.95 s and 1.95 s", "semantic": "IGNORED", "events": [
         {"id": "e1", "label": "ball hits floor", "kind": "impact", "start_s": 0.95, "end_s": 1.05}]}))
     crit = Critique(scores={"semantic": 0.9, "temporal": 0.2, "aesthetic": 0.9, "spatial": 0.9})
-    res = qwen_refiner.make(cfg).refine(plan, crit, ["temporal"], 1, 3, video=path, info=info)
+    res = qwen_refiner.make(options_for("refiner", cfg)).refine(plan, crit, ["temporal"], 1, 3, video=path, info=info)
     assert res.plan.temporal == "hits at 0.95 s and 1.95 s" and res.plan.semantic == plan.semantic
     assert any("dropped event e2" in c for c in res.changes)
     replies[:] = [json.dumps({"consistency": 0.5, "findings": [
         {"target": "events", "dimension": "temporal", "problem": "second bounce at 2.0 s is missing"}]})]
-    out = qwen_judge.make(cfg).judge(res.plan, path, info, crit)
+    out = qwen_judge.make(options_for("critic", cfg)).judge(res.plan, path, info, crit)
     assert out.scores == crit.scores and out.findings[0].target == "events" and out.scorers[-1].name == "qwen-judge"
     assert len(loader.SLOTS.loaded()) == 1  # same spec → one model for both roles
 
@@ -134,17 +136,17 @@ def test_registry_builds_qwen_backends(tiny_qwen_dir, monkeypatch):
     w = backends.get("watcher", cfg)
     assert w.name == "qwen" and w.model_id == str(tiny_qwen_dir)
     assert backends.get("refiner", cfg).name == "qwen"  # refiner follows the watcher family
-    row = qwen_watcher.describe(cfg)
+    row = qwen_watcher.describe(options_for("watcher", cfg))
     assert row["available"] and row["where"] == str(tiny_qwen_dir)
 
 
 def test_missing_weights_are_reported_not_loaded(tmp_path):
     cfg = RunConfig(watcher="qwen", options={"watcher": {"hf_cache_dir": str(tmp_path / "empty")}})
-    row = qwen_watcher.describe(cfg)
+    row = qwen_watcher.describe(options_for("watcher", cfg))
     assert row["available"] is False and row["model_id"] == loader.DEFAULT_MODEL
     assert "huggingface-cli download Qwen/Qwen2.5-VL-7B-Instruct" in row["why"] and row["license"] == "Apache-2.0"
     with pytest.raises(ModelMissing) as err:
-        qwen_watcher.make(cfg).chat.chat([{"role": "user", "content": "hi"}], 4)
+        qwen_watcher.make(options_for("watcher", cfg)).chat.chat([{"role": "user", "content": "hi"}], 4)
     msg = str(err.value)
     assert "\n" not in msg and "Qwen/Qwen2.5-VL-7B-Instruct" in msg and "--watcher-model PATH" in msg
     with pytest.raises(ModelMissing, match="at that path"):
@@ -175,7 +177,7 @@ def test_release_really_frees_the_model(tiny_qwen_dir):
 
 def test_slots_budget_evicts_lru_and_refuses_oversize(monkeypatch):
     emptied = []
-    monkeypatch.setattr(loader, "_empty_device_cache", lambda refs=None: emptied.append(1))
+    monkeypatch.setattr(memory, "_empty_device_cache", lambda refs=None: emptied.append(1))
     slots = ModelSlots(budget_gb=10.0)
     loads = []
     mk = lambda name: (lambda: loads.append(name) or object())  # noqa: E731
@@ -198,10 +200,10 @@ def test_estimate_scales_with_dtype(tiny_qwen_dir):
 
 def test_omni_judge_is_selectable_and_reports_missing_weights(tmp_path):
     cfg = RunConfig(critic="qwen", options={"critic": {"hf_cache_dir": str(tmp_path)}})
-    row = omni.describe(cfg)
+    row = omni.describe(options_for("critic", cfg))
     assert row["model_id"] == omni.DEFAULT_OMNI_MODEL and not row["available"]
     assert "--watcher-model PATH" in row["why"]  # the CLI maps that flag to every role
-    j = omni.make(cfg)
+    j = omni.make(options_for("critic", cfg))
     assert j.chat.hears and j.prompt.id == "judge_av_v1"  # the audio-aware prompt
 
 
@@ -212,12 +214,12 @@ def test_omni_judge_hears_the_audio_on_the_real_path(tiny_omni_dir, impact_clip,
     cfg = RunConfig(critic="qwen", options={"critic": opts})
     metric = Critique(scores={"semantic": 0.8, "temporal": 0.3, "aesthetic": 0.7, "spatial": 0.6})
     with pytest.raises(ReplyInvalid) as err:  # real generate: noise, reported with the raw text
-        omni.make(cfg).judge(plan, path, info, metric, audio=impact_wav)
+        omni.make(options_for("critic", cfg)).judge(plan, path, info, metric, audio=impact_wav)
     assert err.value.raw_output and err.value.prompt_version == "judge_av_v1"
     replies, seen, _ = _script_generate(monkeypatch, Qwen2_5OmniThinkerForConditionalGeneration, tiny_omni_dir)
     replies.append(json.dumps({"consistency": 0.4, "findings": [
         {"target": "e1", "dimension": "temporal", "problem": "the first knock is heard 0.1 s late"}]}))
-    judge = omni.make(cfg.model_copy(update={"options": {"critic": {**opts, "max_new_tokens": 256}}}))
+    judge = omni.make(options_for("critic", cfg.model_copy(update={"options": {"critic": {**opts, "max_new_tokens": 256}}})))
     judge._metric_critic = lambda: type("Fixed", (), {"critique": lambda self, *a: metric})()
     out = judge.critique(plan, impact_wav, path, info)
     ids = seen[0]["input_ids"]

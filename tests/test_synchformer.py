@@ -11,7 +11,7 @@ import pytest
 from tests.conftest import ORACLE_DIR, load_oracle
 import torch
 
-from generator.synchformer import (
+from models.synchformer import (
     CheckpointMismatchError,
     Synchformer,
     SynchformerVisual,
@@ -23,8 +23,8 @@ from generator.synchformer import (
     pad_or_trim,
     preprocess_sync_frames,
 )
-from generator.synchformer import audio_frontend as af
-from generator.synchformer import oracle
+from models.synchformer import audio_frontend as af
+from models.synchformer import oracle
 
 ORACLE = ORACLE_DIR
 ATOL = 1e-5

@@ -19,11 +19,12 @@ import torch
 from agent import backends, graph
 from agent.config import RunConfig
 from generator.thinksound import SequenceConfig
+from agent.backends import options_for
 from generator.thinksound.pipeline import PipelineSpec, ThinkSoundPipeline, _make_room_on_gpu, latent_window
 from generator.thinksound.renderer import ThinkSoundRenderer, describe, make
 from generator.thinksound.weights import WeightsDir, write_tiny_weights
-from reasoning.plan import Plan
-from reasoning.protocols import BackendError, ModelMissing
+from contract.plan import Plan
+from contract.errors import BackendError, ModelMissing
 from store.media import probe
 from tests.helpers import tiny_clip
 
@@ -64,6 +65,11 @@ def pipe(tiny):
 def _cfg(opts: dict, **kw) -> RunConfig:
     return RunConfig(**({"renderer": "thinksound", "critic": "fake", "refiner": "fake", "rounds": 1} | kw),
                      options={"renderer": opts})
+
+
+def _opts(opts: dict):
+    """What the renderer factory is given for these renderer options."""
+    return options_for("renderer", _cfg(opts))
 
 
 def _meta(rnd) -> dict:
@@ -118,7 +124,7 @@ def test_dub_two_rounds_through_graph_hits_feature_cache(tiny, store, fake_backe
 
 
 def test_text_to_audio_run(tiny, store, fake_backends, tmp_path):
-    from generator.cli import plan_from_prompt
+    from agent.cli_generate import plan_from_prompt
 
     plan = plan_from_prompt("rain on a tin roof, distant thunder", 2.0)
     out = tmp_path / "rain.wav"
@@ -213,7 +219,7 @@ def _copy_weights(tiny, dst: Path, light: dict | None = None) -> Path:
 
 
 def _render_text(opts: dict, tmp_path: Path):
-    renderer = make(_cfg(opts))
+    renderer = make(_opts(opts))
     plan = Plan(caption="wind", semantic="wind in the trees", duration_s=1.0)
     return renderer.render(plan, None, None, 0, tmp_path / "o.wav")
 
@@ -255,7 +261,7 @@ def test_bad_synchformer_refused_through_the_renderer(tiny, tmp_path, damage, me
     else:
         key = next(k for k in sd if k.startswith("vfeat_extractor") and k.endswith("weight"))
         torch.save({**sd, key: torch.zeros(3, 3)}, sync)
-    renderer = make(_cfg(tiny["opts"] | {"weights": str(weights)}))
+    renderer = make(_opts(tiny["opts"] | {"weights": str(weights)}))
     with pytest.raises(BackendError, match=message):
         renderer.render(Plan(caption="wind", duration_s=1.0), tiny["video"], probe(tiny["video"]), 0,
                         tmp_path / "v.wav")
@@ -265,13 +271,13 @@ def test_empty_weights_dir_is_model_missing(tiny, tmp_path):
     (tmp_path / "empty").mkdir()
     cfg = _cfg(tiny["opts"] | {"weights": str(tmp_path / "empty")})
     with pytest.raises(ModelMissing) as err:
-        make(cfg)
+        make(options_for("renderer", cfg))
     msg = str(err.value)
     assert "\n" not in msg and "thinksound_light.ckpt" in msg and str(tmp_path / "empty") in msg
     assert "hf download liuhuadai/ThinkSound" in msg and "iic/ThinkSound" in msg
-    info = describe(cfg)
+    info = describe(options_for("renderer", cfg))
     assert info["available"] is False and info["why"] == msg
-    good = describe(_cfg(tiny["opts"]))
+    good = describe(_opts(tiny["opts"]))
     assert good["available"] is True and good["where"] == str(tiny["weights"].root)
     assert good["model_id"].startswith("thinksound:thinksound_light.ckpt@")
 
@@ -280,8 +286,8 @@ def test_missing_synchformer_only_blocks_video_renders(tiny, tmp_path):
     weights = _copy_weights(tiny, tmp_path / "nosync")
     (weights / "synchformer_state_dict.pth").unlink()
     opts = tiny["opts"] | {"weights": str(weights)}
-    assert "text-to-audio only" in describe(_cfg(opts))["why"]
-    renderer = make(_cfg(opts))
+    assert "text-to-audio only" in describe(_opts(opts))["why"]
+    renderer = make(_opts(opts))
     assert renderer.render(Plan(caption="wind", duration_s=1.0), None, None, 0, tmp_path / "t.wav").duration_s > 0
     info = probe(tiny["video"])
     with pytest.raises(ModelMissing, match="synchformer_state_dict.pth"):
@@ -303,8 +309,8 @@ def test_safetensors_weights_and_separate_vae_override_the_light_copy(tiny, tmp_
 
 
 def test_renderer_options_and_shared_models(tiny):
-    r1 = make(_cfg(tiny["opts"] | {"steps": 8, "cfg_scale": 1.0}))
-    r2 = make(_cfg(tiny["opts"]))
+    r1 = make(_opts(tiny["opts"] | {"steps": 8, "cfg_scale": 1.0}))
+    r2 = make(_opts(tiny["opts"]))
     assert (r1.steps, r1.cfg_scale, r2.steps, r2.cfg_scale) == (8, 1.0, 24, 5.0)
     assert r1.pipeline is r2.pipeline  # one set of loaded models per weights configuration
     assert isinstance(r1, ThinkSoundRenderer) and r1.name == "thinksound"
@@ -313,7 +319,7 @@ def test_renderer_options_and_shared_models(tiny):
 
 
 def test_release_hook_is_best_effort(monkeypatch, caplog):
-    from reasoning.qwen import loader
+    from generator.thinksound import pipeline as loader  # the model cache's make_room, as the pipeline sees it
 
     calls = []
     monkeypatch.setattr(loader, "make_room", lambda gb: calls.append(gb) or ["qwen-7b"])
@@ -328,7 +334,7 @@ def test_release_hook_is_best_effort(monkeypatch, caplog):
 
 
 def test_cpu_load_never_asks_the_vlm_loader(tiny, tmp_path, monkeypatch):
-    from reasoning.qwen import loader
+    from generator.thinksound import pipeline as loader
 
     calls = []
     monkeypatch.setattr(loader, "make_room", lambda gb: calls.append(gb) or [])

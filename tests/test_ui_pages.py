@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from reasoning.plan import Plan
+from contract.plan import Plan
 from store.db import Store
 from tests.browser import seed
 from tests.browser.seed import fake_backends_module  # noqa: F401

@@ -10,7 +10,7 @@ from datetime import date, datetime, timedelta, timezone
 import numpy as np
 import pytest
 
-from reasoning.plan import Event, Plan
+from contract.plan import Event, Plan
 from ui import components, editor, errors, queries, uploads
 from ui.settings import StudioSettings, parse_types
 

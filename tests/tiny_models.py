@@ -117,7 +117,7 @@ def build_tiny_t5(directory: str | Path) -> Path:
 
 def tiny_sync_config(dim: int = 768):
     """Synchformer config for tests: real 224² / 16-frame windows, one block, small MLPs."""
-    from generator.synchformer import AudioConfig, FullConfig, FusionConfig, VisualConfig
+    from models.synchformer import AudioConfig, FullConfig, FusionConfig, VisualConfig
 
     visual = VisualConfig(dim=dim, depth=1, heads=2, mlp_ratio=0.25, agg_heads=2, agg_ff=64)
     return FullConfig(visual=visual, audio=AudioConfig(dim=32, depth=1, heads=2, intermediate=64),
@@ -133,7 +133,7 @@ def build_tiny_synchformer(directory: str | Path, dim: int = 768) -> Path:
     ``dim`` 768 matches ThinkSound's sync width (≈9 M params, ≈1.2 s per 16-frame window on 2 CPU cores);
     use 64 where only shapes matter (≈0.25 s per window).
     """
-    from generator.synchformer import Synchformer
+    from models.synchformer import Synchformer
 
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)

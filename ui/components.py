@@ -8,7 +8,7 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
-from reasoning.plan import SECTIONS, Plan
+from contract.plan import SECTIONS, Plan
 from store.schema import Round
 
 DIMS = ("semantic", "temporal", "aesthetic", "spatial")

@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 from pydantic import ValidationError
 
-from reasoning.plan import COT_TOKEN_BUDGET, SECTIONS, EventKind, Plan
+from contract.plan import COT_TOKEN_BUDGET, SECTIONS, EventKind, Plan
 
 EVENT_COLUMNS = ["id", "label", "kind", "start_s", "end_s", "gain_db", "pan", "confidence"]
 _DEFAULTS = {"kind": EventKind.impact.value, "gain_db": 0.0, "pan": 0.0, "confidence": 1.0}

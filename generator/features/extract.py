@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from generator.synchformer import VisualConfig
+from models.synchformer import VisualConfig
 from store.media import iter_frames
 
 from .cache import Features, FeatureCache, make_key

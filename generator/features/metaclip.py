@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .hub import fingerprint_dir, resolve_model
+from models.hub import fingerprint_dir, resolve_model
 from .stream import map_batches
 
 log = logging.getLogger(__name__)

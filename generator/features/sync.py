@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from generator.synchformer import SynchformerVisual, VisualConfig, num_windows, pad_or_trim, preprocess_sync_frames
-from generator.synchformer.preprocess import SYNC_FPS, WINDOW_FRAMES
+from models.synchformer import SynchformerVisual, VisualConfig, num_windows, pad_or_trim, preprocess_sync_frames
+from models.synchformer.preprocess import SYNC_FPS, WINDOW_FRAMES
 
-from .hub import KINDS, fingerprint_dir, resolve_model
+from models.hub import KINDS, fingerprint_dir, resolve_model
 from .stream import map_batches
 
 log = logging.getLogger(__name__)

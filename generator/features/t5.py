@@ -1,7 +1,7 @@
 """T5-v1.1 encoder states of the CoT text (spec thinksound.md §1.3, §4): exactly 77 tokens, the rest is lost.
 
 The token count comes from the real tokenizer, so the studio and the refiner can show and respect the true budget
-instead of the word-count estimate in ``reasoning.plan``.
+instead of the word-count estimate in ``contract.plan``.
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from pathlib import Path
 
 import torch
 
-from reasoning.protocols import BackendError
+from contract.errors import BackendError
 
-from .hub import fingerprint_dir, resolve_model
+from models.hub import fingerprint_dir, resolve_model
 
 DEFAULT_ID = "google/t5-v1_1-xl"
 TEXT_TOKENS = 77

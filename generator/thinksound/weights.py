@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from reasoning.protocols import BackendError, ModelMissing
+from contract.errors import BackendError, ModelMissing
 
 from .mmdit import MMDiTConfig, build_mmdit
 from .sequence import SequenceConfig
@@ -46,7 +46,7 @@ def default_weights_dir() -> Path:
     try:
         from huggingface_hub import snapshot_download
 
-        from generator.features.hub import hf_cache_dir
+        from models.hub import hf_cache_dir
 
         return Path(snapshot_download(REPO_ID, cache_dir=hf_cache_dir(), local_files_only=True))
     except (OSError, ValueError, ImportError):
@@ -65,7 +65,7 @@ class WeightsDir:
     synchformer: Path | None
     mmdit_config: MMDiTConfig | None = None
     vae_config: OobleckConfig | None = None
-    sync_config: Any = None  # generator.synchformer.VisualConfig | None
+    sync_config: Any = None  # models.synchformer.VisualConfig | None
 
     @classmethod
     def open(cls, root: str | Path) -> "WeightsDir":
@@ -109,7 +109,7 @@ def _read_config(path: Path):
 
 
 def _visual_config(d: dict):
-    from generator.synchformer import VisualConfig
+    from models.synchformer import VisualConfig
 
     known = {f.name for f in fields(VisualConfig)}
     unknown = sorted(set(d) - known)
@@ -139,7 +139,7 @@ def vae_config_dict(cfg: OobleckConfig) -> dict:
 
 def tiny_sync_full_config(dim: int = 768):
     """Synchformer with every branch (the published file's layout); only the visual width matters here."""
-    from generator.synchformer import AudioConfig, FullConfig, FusionConfig, VisualConfig
+    from models.synchformer import AudioConfig, FullConfig, FusionConfig, VisualConfig
 
     visual = VisualConfig(dim=dim, depth=1, heads=2, mlp_ratio=0.25, agg_heads=2, agg_ff=64)
     return FullConfig(visual=visual, audio=AudioConfig(dim=32, depth=1, heads=2, intermediate=64),
@@ -178,7 +178,7 @@ def write_tiny_weights(root: str | Path, *, mmdit: MMDiTConfig = TINY_MMDIT, vae
         auto = build_vae(vae, device="cpu")
         sync = None
         if sync_dim is not None:
-            from generator.synchformer import Synchformer
+            from models.synchformer import Synchformer
 
             sync = Synchformer(tiny_sync_full_config(sync_dim))
     light = {"model.model." + k: v for k, v in dit.state_dict().items()}

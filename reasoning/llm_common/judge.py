@@ -17,8 +17,10 @@ from reasoning.llm_common.frames import video_content
 from reasoning.llm_common.parse import OutputProblem, ask_json
 from reasoning.llm_common.planjson import plan_prompt_json
 from reasoning.llm_common.prompts import load_prompt
-from reasoning.plan import DIMENSIONS, SECTIONS, Critique, Finding, Plan, ScorerInfo
-from reasoning.protocols import BackendError, Critic
+from contract.options import BackendOptions
+from contract.plan import DIMENSIONS, SECTIONS, Critique, Finding, Plan, ScorerInfo
+from contract.errors import BackendError
+from contract.protocols import Critic
 from store.media import VideoInfo
 
 log = logging.getLogger(__name__)
@@ -134,13 +136,14 @@ class LLMJudge:
             return base.model_copy(update={"scorers": list(base.scorers) + [failed]})
 
 
-def offline_metric_critic(cfg):
-    """The metric critic whose scores the judge explains (looked up lazily: it may not exist yet)."""
+def offline_metric_critic(cfg: BackendOptions):
+    """The metric critic whose scores the judge explains: another backend, so the host injects the lookup
+    (``cfg.peer``); it is resolved lazily because it may not exist yet."""
     def get():
-        from agent import backends
-
-        name = cfg.opts("critic").get("metric_critic", "offline")
+        name = dict(cfg.params).get("metric_critic", "offline")
         if name in ("qwen", "qwen-omni", "openai"):
             raise ValueError(f"metric_critic {name!r} is a judge, not a metric critic")
-        return backends.get("critic", cfg, name=name)
+        if cfg.peer is None:
+            raise ValueError("no backend lookup was injected: the judge cannot reach its metric critic")
+        return cfg.peer("critic", name)
     return get

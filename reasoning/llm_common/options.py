@@ -1,4 +1,4 @@
-"""The options every LLM role takes, read the same way for every backend (``cfg.opts(role)`` keys)."""
+"""The options every LLM role takes, read the same way for every backend (``dict(cfg.params)`` keys)."""
 
 from __future__ import annotations
 

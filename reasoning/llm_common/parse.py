@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from reasoning.llm_common.chat import ChatModel, Generation
 from reasoning.llm_common.prompts import PromptTemplate
-from reasoning.protocols import BackendError
+from contract.errors import BackendError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

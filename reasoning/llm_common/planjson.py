@@ -7,7 +7,7 @@ validation, whose message is sent back to the model.
 from __future__ import annotations
 
 from reasoning.llm_common.parse import OutputProblem
-from reasoning.plan import COT_TOKEN_BUDGET, SECTIONS, EventKind, Plan, Provenance
+from contract.plan import COT_TOKEN_BUDGET, SECTIONS, EventKind, Plan, Provenance
 
 REPLY_FIELDS = ("caption", *SECTIONS, "events", "negatives")
 OURS = {"schema_version", "plan_id", "duration_s", "provenance"}  # set by foleyloop, ignored if a model writes them

@@ -14,8 +14,9 @@ from reasoning.llm_common.frames import video_content
 from reasoning.llm_common.parse import OutputProblem, ask_json
 from reasoning.llm_common.planjson import normalise_reply, plan_prompt_json
 from reasoning.llm_common.prompts import load_prompt
-from reasoning.plan import COT_TOKEN_BUDGET, SECTIONS, Critique, Plan, estimate_t5_tokens
-from reasoning.protocols import BackendError, RefineResult
+from contract.plan import COT_TOKEN_BUDGET, SECTIONS, Critique, Plan, estimate_t5_tokens
+from contract.errors import BackendError
+from contract.protocols import RefineResult
 from store.media import VideoInfo
 
 log = logging.getLogger(__name__)

@@ -11,8 +11,8 @@ from reasoning.llm_common.frames import sample_keyframes
 from reasoning.llm_common.parse import ask_json
 from reasoning.llm_common.planjson import plan_from_reply
 from reasoning.llm_common.prompts import load_prompt
-from reasoning.plan import COT_TOKEN_BUDGET, Provenance
-from reasoning.protocols import WatchResult
+from contract.plan import COT_TOKEN_BUDGET, Provenance
+from contract.protocols import WatchResult
 from store.media import VideoInfo
 
 log = logging.getLogger(__name__)

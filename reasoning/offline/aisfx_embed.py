@@ -229,31 +229,3 @@ class FileReferences:
         with self._lock:
             self._cache[label] = ref
         return ref
-
-
-def bank_reference_files() -> Callable[[str], list[Path]] | None:
-    """Files from the offline renderer's CC0 bank that match a label, or None when the bank is unavailable."""
-    try:
-        from generator.offline.bank import SampleBank
-    except ImportError as exc:
-        log.warning("sample bank not importable (%s): semantic scoring has no references", exc)
-        return None
-    lock = threading.Lock()
-    state: dict = {}
-
-    def files(label: str) -> list[Path]:
-        with lock:
-            if "bank" not in state:
-                try:
-                    state["bank"] = SampleBank.load_default()
-                except (ImportError, OSError, RuntimeError, ValueError) as exc:
-                    log.warning("sample bank failed to load (%s): semantic scoring has no references", exc)
-                    state["bank"] = None
-            bank = state["bank"]
-        if bank is None:
-            return []
-        if hasattr(bank, "reference_files"):
-            return list(bank.reference_files(label))
-        return [Path(getattr(m, "path", m)) for m, _score in bank.match(label)[:3]]
-
-    return files

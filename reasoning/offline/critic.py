@@ -26,9 +26,10 @@ from typing import Any, Callable, Iterable
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from contract.options import BackendOptions
 from reasoning.offline import audio_features as af
-from reasoning.offline.aisfx_embed import FileReferences, bank_reference_files, cosine
-from reasoning.plan import Critique, EventKind, Finding, Plan, ScorerInfo
+from reasoning.offline.aisfx_embed import FileReferences, cosine
+from contract.plan import Critique, EventKind, Finding, Plan, ScorerInfo
 from store.media import VideoInfo, read_audio
 
 log = logging.getLogger(__name__)
@@ -532,10 +533,11 @@ class OfflineCritic:
     name = NAME
 
     def __init__(self, cache_dir: str | Path | None = None, reference_for: ReferenceFor | None = None,
-                 reference_files: dict[str, list[str | Path]] | None = None, embedder: Any | None = None,
+                 reference_files: dict[str, list[str | Path]] | Callable[[str], list[Path]] | None = None,
+                 embedder: Any | None = None,
                  analyze: Callable | None = None, semantic_threshold: float = 0.45):
-        """``reference_for`` (label -> embedding) wins over ``reference_files`` (label -> recordings), which
-        wins over the offline renderer's sample bank."""
+        """``reference_for`` (label -> embedding) wins over ``reference_files`` (label -> recordings, a dict or
+        a lookup the host injects, e.g. the offline renderer's sample bank); with neither, semantic is unscored."""
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self._analyze = analyze or _default_analyze(self.cache_dir)
         self._embedder = embedder
@@ -557,7 +559,7 @@ class OfflineCritic:
     def reference_for(self) -> ReferenceFor | None:
         with self._lock:
             if not self._references_resolved:
-                files = self._reference_files if self._reference_files is not None else bank_reference_files()
+                files = self._reference_files
                 self._reference_for = FileReferences(self.embedder(), files) if files is not None else None
                 self._references_resolved = True
             return self._reference_for
@@ -619,14 +621,14 @@ class OfflineCritic:
 
 
 # ---- registry hooks -----------------------------------------------------------------------------------
-def make(cfg) -> OfflineCritic:
-    opts = cfg.opts("critic")
+def make(cfg: BackendOptions) -> OfflineCritic:
+    opts = dict(cfg.params)
     refs = opts.get("references")  # optional {label: [audio files]}: ground labels with your own recordings
     return OfflineCritic(cache_dir=opts.get("cache_dir"), semantic_threshold=cfg.thresholds.get("semantic", 0.45),
-                         reference_files={k: list(v) for k, v in refs.items()} if refs is not None else None)
+                         reference_files={k: list(v) for k, v in refs.items()} if refs is not None else cfg.references)
 
 
-def describe(cfg) -> dict:
+def describe(cfg: BackendOptions) -> dict:
     from reasoning.offline import aisfx_embed
 
     ok, why = aisfx_embed.availability()

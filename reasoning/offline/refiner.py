@@ -20,8 +20,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from reasoning.plan import DIMENSIONS, Critique, Event, EventKind, Plan
-from reasoning.protocols import RefineResult
+from contract.options import BackendOptions
+from contract.plan import DIMENSIONS, Critique, Event, EventKind, Plan
+from contract.protocols import RefineResult
 from store.media import VideoInfo
 
 log = logging.getLogger(__name__)
@@ -315,9 +316,9 @@ def _fit_budget(plan: Plan, sections: dict, events: list[Event]) -> Plan:
     return plan
 
 
-def make(cfg) -> OfflineRefiner:
+def make(cfg: BackendOptions) -> OfflineRefiner:
     return OfflineRefiner()
 
 
-def describe(cfg) -> dict:
+def describe(cfg: BackendOptions) -> dict:
     return {"available": True, "where": "built in", "why": "", "model_id": MODEL_ID, "license": "Apache-2.0"}

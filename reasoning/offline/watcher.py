@@ -17,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from agent.config import RunConfig
+from contract.options import BackendOptions
 from reasoning.offline import vocabulary as vocab
 from reasoning.offline.motion import VisualAnalysis, analysis_cache_path, analyze_video
-from reasoning.plan import CAPTION_MAX_WORDS, Event, EventKind, Plan, Provenance
-from reasoning.protocols import WatchResult
+from contract.plan import CAPTION_MAX_WORDS, Event, EventKind, Plan, Provenance
+from contract.protocols import WatchResult
 from store.media import VideoInfo, iter_frames, probe
 
 log = logging.getLogger(__name__)
@@ -305,18 +305,18 @@ class OfflineWatcher:
         return [full, terse, shorter] + [dict(shorter, temporal=t) for t in temporal_alts[1:]]
 
 
-def _opts(cfg: RunConfig) -> dict:
-    o = cfg.opts("watcher")
+def _opts(cfg: BackendOptions) -> dict:
+    o = dict(cfg.params)
     return {"cache_dir": o.get("cache_dir"), "fps": float(o.get("fps", 25.0)), "max_side": int(o.get("max_side", 160)),
             "max_frames": int(o.get("max_frames", 12)), "frames_per_shot": int(o.get("frames_per_shot", 2)),
             "use_labels": bool(o.get("labels", True))}
 
 
-def make(cfg: RunConfig) -> OfflineWatcher:
+def make(cfg: BackendOptions) -> OfflineWatcher:
     return OfflineWatcher(**_opts(cfg))
 
 
-def describe(cfg: RunConfig) -> dict:
+def describe(cfg: BackendOptions) -> dict:
     from reasoning.offline import labels
 
     lab = labels.describe()

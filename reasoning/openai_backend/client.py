@@ -8,7 +8,7 @@ import time
 
 import httpx
 
-from reasoning.protocols import BackendError
+from contract.errors import BackendError
 
 log = logging.getLogger(__name__)
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}

@@ -1,8 +1,7 @@
-"""RunConfig → OpenAI-compatible chat, shared by the three role modules."""
+"""Backend options → OpenAI-compatible chat, shared by the three role modules."""
 
 from __future__ import annotations
-
-from agent.config import RunConfig
+from contract.options import BackendOptions
 from reasoning.llm_common.options import role_kwargs as common_role_kwargs
 from reasoning.openai_backend.chat import ENV_BASE_URL, OpenAIChat, api_key_from, endpoint_from
 from reasoning.openai_backend.client import OpenAIClient
@@ -14,20 +13,20 @@ ROLE_DEFAULTS = {  # servers often cap images per request; keep the counts modes
 }
 
 
-def chat_from(cfg: RunConfig, role: str) -> OpenAIChat:
-    o = cfg.opts(role)
+def chat_from(cfg: BackendOptions, role: str) -> OpenAIChat:
+    o = dict(cfg.params)
     client = OpenAIClient(endpoint_from(o), api_key_from(o), timeout_s=float(o.get("timeout_s", 120.0)),
                           retries=int(o.get("retries", 2)), backoff_s=float(o.get("backoff_s", 1.0)))
     return OpenAIChat(client, o.get("model"), jpeg_quality=int(o.get("jpeg_quality", 85)), seed=cfg.seed)
 
 
-def role_kwargs(cfg: RunConfig, role: str) -> dict:
-    return common_role_kwargs(cfg.opts(role), ROLE_DEFAULTS[role], max_side=448)
+def role_kwargs(cfg: BackendOptions, role: str) -> dict:
+    return common_role_kwargs(dict(cfg.params), ROLE_DEFAULTS[role], max_side=448)
 
 
-def describe_role(cfg: RunConfig, role: str) -> dict:
+def describe_role(cfg: BackendOptions, role: str) -> dict:
     """Configuration only: nothing is sent to the server (``foleyloop models`` must stay fast and offline)."""
-    o = cfg.opts(role)
+    o = dict(cfg.params)
     url = endpoint_from(o)
     return {"available": bool(url), "where": url,
             "why": "" if url else f"no endpoint: pass --endpoint URL or set {ENV_BASE_URL}",

@@ -5,17 +5,16 @@
 """
 
 from __future__ import annotations
-
-from agent.config import RunConfig
+from contract.options import BackendOptions
 from reasoning.llm_common.judge import LLMJudge, offline_metric_critic
 from reasoning.qwen.chat import QwenChat
 from reasoning.qwen.options import chat_kwargs, describe_spec, role_kwargs, spec_from
 
 
-def make(cfg: RunConfig) -> LLMJudge:
+def make(cfg: BackendOptions) -> LLMJudge:
     return LLMJudge(QwenChat(spec_from(cfg, "critic"), **chat_kwargs(cfg, "critic")), "qwen", cfg.thresholds,
                     metric_critic=offline_metric_critic(cfg), **role_kwargs(cfg, "critic"))
 
 
-def describe(cfg: RunConfig) -> dict:
+def describe(cfg: BackendOptions) -> dict:
     return describe_spec(spec_from(cfg, "critic"))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from agent.config import RunConfig
+from contract.options import BackendOptions
 from reasoning.llm_common.judge import LLMJudge, offline_metric_critic
 from reasoning.qwen.chat import QwenChat
 from reasoning.qwen.loader import LoadedModel
@@ -58,11 +58,11 @@ class OmniChat(QwenChat):
         return lm.processor(**kwargs)
 
 
-def make(cfg: RunConfig) -> LLMJudge:
+def make(cfg: BackendOptions) -> LLMJudge:
     spec = spec_from(cfg, "critic", kind="omni", default_model=DEFAULT_OMNI_MODEL)
     return LLMJudge(OmniChat(spec, **chat_kwargs(cfg, "critic")), "qwen-omni", cfg.thresholds,
                     metric_critic=offline_metric_critic(cfg), **role_kwargs(cfg, "critic"))
 
 
-def describe(cfg: RunConfig) -> dict:
+def describe(cfg: BackendOptions) -> dict:
     return describe_spec(spec_from(cfg, "critic", kind="omni", default_model=DEFAULT_OMNI_MODEL))

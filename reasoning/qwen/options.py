@@ -1,8 +1,7 @@
-"""RunConfig → Qwen model spec and chat, shared by the three role modules (one place reads the options)."""
+"""Backend options → Qwen model spec and chat, shared by the three role modules (one place reads the options)."""
 
 from __future__ import annotations
-
-from agent.config import RunConfig
+from contract.options import BackendOptions
 from reasoning.llm_common.options import role_kwargs as common_role_kwargs
 from reasoning.qwen.loader import DEFAULT_MODEL, ModelSpec, find_weights, how_to_get, model_license
 
@@ -13,15 +12,15 @@ ROLE_DEFAULTS = {  # the watcher needs the densest view; refiner and judge get f
 }
 
 
-def spec_from(cfg: RunConfig, role: str, kind: str = "vl", default_model: str = DEFAULT_MODEL) -> ModelSpec:
-    o = cfg.opts(role)
+def spec_from(cfg: BackendOptions, role: str, kind: str = "vl", default_model: str = DEFAULT_MODEL) -> ModelSpec:
+    o = dict(cfg.params)
     return ModelSpec(ref=str(o.get("model", default_model)), device=cfg.device, dtype=cfg.dtype,
                      attn_implementation=str(o.get("attn_implementation", "sdpa")),
                      cache_dir=o.get("hf_cache_dir"), kind=kind)
 
 
-def chat_kwargs(cfg: RunConfig, role: str) -> dict:
-    o = cfg.opts(role)
+def chat_kwargs(cfg: BackendOptions, role: str) -> dict:
+    o = dict(cfg.params)
     kw = {"min_pixels": int(o.get("min_pixels", 128 * 28 * 28)), "max_pixels": int(o.get("max_pixels", 360 * 420)),
           "seed": cfg.seed}
     if o.get("gpu_memory_gb") is not None:
@@ -29,8 +28,8 @@ def chat_kwargs(cfg: RunConfig, role: str) -> dict:
     return kw
 
 
-def role_kwargs(cfg: RunConfig, role: str) -> dict:
-    return common_role_kwargs(cfg.opts(role), ROLE_DEFAULTS[role], max_side=640)
+def role_kwargs(cfg: BackendOptions, role: str) -> dict:
+    return common_role_kwargs(dict(cfg.params), ROLE_DEFAULTS[role], max_side=640)
 
 
 def describe_spec(spec: ModelSpec) -> dict:

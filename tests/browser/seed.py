@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 from agent.config import RunConfig
-from reasoning.plan import Plan
-from reasoning.protocols import BackendError
+from contract.plan import Plan
+from contract.errors import BackendError
 from store import media
 from store.db import Store
 from store.synthetic import make_impact_clip

@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from agent import graph
-from reasoning.plan import Plan
+from contract.plan import Plan
 from ui import common, editor, queries
 
 store = common.store()

@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from agent.config import RunConfig
-from reasoning.plan import SECTIONS, Critique, Plan
+from contract.plan import SECTIONS, Critique, Plan
 from store import media
 from ui import common, components, editor, errors, models, playback, queries
 

@@ -1,4 +1,5 @@
-"""Typed protocols for the reasoning backends; the offline default and the VLMs are interchangeable."""
+"""The four backend roles as typed protocols, and what they return: every backend, offline or neural, sits
+behind one of these, so the graph never knows which it runs."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from reasoning.plan import Critique, Plan
+from contract.plan import Critique, Plan
 from store.media import VideoInfo
 
 
@@ -26,22 +27,6 @@ class RefineResult:
     changes: list[str] = field(default_factory=list)  # human-readable list of what was changed and why
     raw_output: str = ""
     prompt_version: str = ""
-
-
-class BackendError(RuntimeError):
-    """A backend could not do its job (model missing, malformed output after retries...)."""
-
-    def __init__(self, message: str, raw_output: str = ""):
-        super().__init__(message)
-        self.raw_output = raw_output
-
-
-class BadWeights(BackendError):
-    """User-supplied weights exist but are unusable (wrong keys/shapes, pickle payload): a user error, exit 2."""
-
-
-class ModelMissing(BackendError):
-    """Weights for a named model are not available locally; the message says how to get them."""
 
 
 @runtime_checkable
@@ -65,3 +50,21 @@ class Refiner(Protocol):
 
     def refine(self, plan: Plan, critique: Critique, failing: list[str], round_index: int, seed: int,
                video: Path | None = None, info: VideoInfo | None = None) -> RefineResult: ...
+
+@dataclass
+class RenderResult:
+    audio_path: Path
+    sample_rate: int
+    duration_s: float
+    # What the renderer did, for the round record (sample choices, cache hits, timings...).
+    meta: dict = field(default_factory=dict)
+
+
+@runtime_checkable
+class Renderer(Protocol):
+    name: str
+    model_id: str
+
+    def render(self, plan: Plan, video: Path | None, info: VideoInfo | None, seed: int, out_path: Path) -> RenderResult:
+        """Write 44.1 kHz stereo audio for ``plan`` to ``out_path`` (video None → text-to-audio)."""
+        ...

@@ -19,8 +19,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from agent.cli import UserError
-from reasoning.plan import Event, EventKind, Plan, Provenance
+from contract.errors import UserError
+from contract.plan import Event, EventKind, Plan, Provenance
 
 out_console = Console()
 err_console = Console(stderr=True)
@@ -98,7 +98,7 @@ def _text(ctx: typer.Context, prompt: str, duration: float, out: Optional[Path],
           device: str, dtype: str) -> None:
     from agent import backends, graph
     from agent.cli import _build_config
-    from reasoning.protocols import BackendError, ModelMissing
+    from contract.errors import BackendError, ModelMissing
 
     plan = plan_from_prompt(prompt, duration)
     cfg = _build_config(rounds, seed, False, "offline", None, None, renderer, weights, critic, refiner,
@@ -159,10 +159,11 @@ def _edit(ctx: typer.Context, source: str, plan_file: Optional[Path], prompt: Op
           strength: Optional[float], window: Optional[Tuple[float, float]], out: Optional[Path],
           weights: Optional[Path], seed: int, steps: Optional[int], cfg_scale: Optional[float],
           metaclip: Optional[str], t5: Optional[str], synchformer: Optional[str], device: str, dtype: str) -> None:
+    from agent import backends
     from agent.config import RunConfig
     from generator.thinksound.pipeline import SAMPLE_RATE, peak_normalise, stereo_44k
     from generator.thinksound.renderer import make
-    from reasoning.protocols import BackendError, ModelMissing
+    from contract.errors import BackendError, ModelMissing
     from store import media
 
     window = tuple(window) if window and None not in window else None
@@ -182,7 +183,7 @@ def _edit(ctx: typer.Context, source: str, plan_file: Optional[Path], prompt: Op
     cfg = RunConfig(renderer="thinksound", seed=seed, rounds=1, device=device, dtype=dtype,
                     options={"renderer": opts})
     try:
-        renderer = make(cfg)
+        renderer = make(backends.options_for("renderer", cfg))
     except ModelMissing:
         raise
     except (BackendError, ValueError) as exc:

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from reasoning.protocols import ModelMissing
+from contract.errors import ModelMissing
 
 log = logging.getLogger(__name__)
 

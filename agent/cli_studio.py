@@ -9,6 +9,8 @@ from typing import Optional
 
 import typer
 
+from contract.errors import UserError
+
 log = logging.getLogger(__name__)
 
 
@@ -21,22 +23,9 @@ def _db(ctx: typer.Context, db: Optional[Path]) -> Optional[Path]:
     return Path(chosen).expanduser().resolve() if chosen else None
 
 
-def _user_error(app: typer.Typer) -> type[Exception]:
-    """The CLI's own UserError (exit 2, one line): taken from the module that owns ``app``, because under
-    `python -m agent.cli` that module is __main__ and ``agent.cli.UserError`` would be a different class."""
-    cb = app.registered_callback.callback if app.registered_callback else None
-    owner = sys.modules.get(cb.__module__) if cb else None
-    if owner is not None and hasattr(owner, "UserError"):
-        return owner.UserError
-    from agent.cli import UserError
-
-    return UserError
-
-
 def register(app: typer.Typer) -> None:
     if any(c.name in ("ui", "worker") for c in app.registered_commands):  # main() may run more than once
         return
-    user_error = _user_error(app)
 
     @app.command("ui")
     def ui_cmd(ctx: typer.Context,
@@ -47,17 +36,19 @@ def register(app: typer.Typer) -> None:
                upload_types: str = typer.Option("mp4,mov,mkv,webm,m4v,avi", "--upload-types",
                                                 help="Comma-separated video extensions accepted")):
         """Open the studio (Streamlit) on http://HOST:PORT."""
+        import os
+
         from store.db import Store
-        from ui import launch
-        from ui.settings import StudioSettings, parse_types
 
         path = _db(ctx, db)
         store = Store(path) if path else Store()  # creates/migrates the schema before the server starts
-        settings = StudioSettings(db=store.db_path, upload_max_mb=max_upload_mb, upload_types=parse_types(upload_types))
         if host not in ("127.0.0.1", "localhost", "::1"):
             log.warning("the studio has no login; binding to %s exposes it to the network", host)
         typer.echo(f"foleyloop studio on http://{host}:{port} (database {store.db_path})", err=True)
-        launch.serve(port, host, settings)
+        # The studio is its own program (`python -m ui`): exec'd, never imported, so the CLI stays below it.
+        argv = [sys.executable, "-m", "ui", "--port", str(port), "--host", host, "--db", str(store.db_path),
+                "--max-upload-mb", str(max_upload_mb), "--upload-types", upload_types]
+        os.execv(argv[0], argv)
 
     @app.command("worker")
     def worker_cmd(ctx: typer.Context,
@@ -74,7 +65,7 @@ def register(app: typer.Typer) -> None:
         from store.db import Store
 
         if heartbeat >= stale:
-            raise user_error(f"--heartbeat ({heartbeat} s) must be shorter than --stale ({stale} s)")
+            raise UserError(f"--heartbeat ({heartbeat} s) must be shorter than --stale ({stale} s)")
         path = _db(ctx, db)
         store = Store(path) if path else Store()
         logging.getLogger("agent.worker").setLevel(logging.INFO)
