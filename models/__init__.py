@@ -1,0 +1,1 @@
+"""Shared neural models and their weight loading (Synchformer, CLAP, Audiobox Aesthetics)."""
