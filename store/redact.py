@@ -18,6 +18,8 @@ _URL_USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinf
 _BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{6,}")
 _QUERY_SECRET = re.compile(r"(?i)([?&](?:[a-z0-9]+[_-])*(?:api[_-]?key|apikey|key|access[_-]?token|token|secret|"
                            r"password|sig|signature)=)[^&#\s'\"]+")
+_ASSIGNED = re.compile(r"(?i)\b((?:[a-z0-9]+[_-])*(?:api[_-]?key|apikey|token|secret|passw(?:or)?d)[\"']?\s*[=:]\s*[\"']?)"
+                       r"[^\s&,;'\"]+")  # api_key=..., "password": "...", token: ...
 _KEYLIKE = re.compile(r"\bsk-[A-Za-z0-9_-]{8,}")  # OpenAI-style keys pasted anywhere
 
 
@@ -63,6 +65,7 @@ def redact_text(text: str) -> str:
     text = _URL_USERINFO.sub(lambda m: f"{m['scheme']}{MASK}@", text)
     text = _QUERY_SECRET.sub(lambda m: m.group(1) + MASK, text)
     text = _BEARER.sub(lambda m: f"{m.group(1)} {MASK}", text)
+    text = _ASSIGNED.sub(lambda m: m.group(1) + MASK, text)
     return _KEYLIKE.sub(MASK, text)
 
 
