@@ -88,7 +88,10 @@ def _bounded_int(text: str) -> int:
 
 
 def json_depth(value: Any, limit: int) -> int:
-    """Nesting depth of parsed JSON data, iteratively (no recursion), stopping once past ``limit``."""
+    """Nesting depth of parsed JSON data, iteratively (no recursion), stopping once past ``limit``.
+
+    Also refuses text that is not Unicode: JSON's ``"\\ud800"`` escape parses to a lone surrogate, which no
+    UTF-8 file or database row can hold (raises ``JSONRejected``)."""
     deepest, stack = 0, [(value, 1)]
     while stack:
         node, depth = stack.pop()
@@ -97,6 +100,13 @@ def json_depth(value: Any, limit: int) -> int:
             if deepest > limit:
                 return deepest
             stack.extend((v, depth + 1) for v in (node.values() if isinstance(node, dict) else node))
+            if isinstance(node, dict):
+                stack.extend((k, depth) for k in node if isinstance(k, str))
+        elif isinstance(node, str) and not node.isascii():
+            try:
+                node.encode("utf-8")
+            except UnicodeEncodeError:
+                raise JSONRejected("a string holds a lone surrogate (\\ud800-\\udfff), which is not text") from None
     return deepest
 
 

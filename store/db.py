@@ -71,6 +71,15 @@ _SQLITE_PROBLEMS = (  # (substring of SQLite's message, what the user is told)
 )
 
 
+def _is_text(value: str) -> bool:
+    """False for strings SQLite cannot bind (lone surrogates, e.g. undecodable bytes in argv)."""
+    try:
+        value.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
 def _redact_row(_mapper, _conn, row) -> None:
     """Last line of defence: credentials never reach the database, whoever writes the row through the ORM."""
     for name in ("config_json", "backends_json", "payload_json"):
@@ -156,7 +165,9 @@ class Store:
                     ro = " (opened read-only)" if self.read_only and "read-only" not in said else ""
                     raise StoreError(f"{self.db_path}: {said}{ro}") from None
 
-    def _check_writable(self) -> None:
+    def require_writable(self) -> None:
+        """Raise ``StoreError`` now, before any work, when this Store was opened read-only (call it first in
+        commands that will write: dub, resume, regenerate, worker)."""
         if self.read_only:
             raise StoreError(f"{self.db_path}: opened read-only (the file or its folder is not writable); "
                              "this command needs to write")
@@ -186,7 +197,7 @@ class Store:
         self._too_new(version)
         if version == SCHEMA_VERSION and set(SQLModel.metadata.tables) <= have:
             return
-        self._check_writable()
+        self.require_writable()
         mig = create_engine(f"sqlite:///{self.db_path}", poolclass=NullPool,
                             connect_args={"timeout": BUSY_TIMEOUT_MS / 1000, "isolation_level": None})
         event.listen(mig, "connect", _pragmas(False))
@@ -240,7 +251,7 @@ class Store:
         if run_id == "last":
             latest = self.list_runs(limit=1)
             return latest[0] if latest else None
-        if not isinstance(run_id, str) or not run_id or len(run_id) > MAX_RUN_ID_CHARS:
+        if not isinstance(run_id, str) or not run_id or len(run_id) > MAX_RUN_ID_CHARS or not _is_text(run_id):
             return None
         with self.session() as s:
             run = s.get(Run, run_id)
@@ -285,6 +296,8 @@ class Store:
 
     @staticmethod
     def _runs_query(q, status, text_filter, since, until):
+        if not (_is_text(status or "") and _is_text(text_filter or "")):
+            return q.where(text("0"))  # text no row can hold (argv's undecodable bytes) matches nothing
         if status:
             q = q.where(Run.status == status)
         if text_filter:
@@ -343,7 +356,7 @@ class Store:
     def put_file(self, path: str | Path, kind: str, run_id: str | None = None, mime: str = "",
                  move: bool = False) -> Artifact:
         """Copy (or move) a file into the content-addressed store and record it."""
-        self._check_writable()
+        self.require_writable()
         src = Path(path)
         digest = sha256_file(src)
         rel = Path(digest[:2]) / f"{digest}{src.suffix.lower()}"

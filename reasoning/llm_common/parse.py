@@ -131,7 +131,11 @@ def loads_lenient(text: str) -> tuple[object, list[str]]:
         json.dumps(value, allow_nan=False)
     except (TypeError, ValueError, RecursionError):
         raise OutputProblem(first) from None
-    if json_depth(value, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+    try:
+        too_deep = json_depth(value, MAX_JSON_DEPTH) > MAX_JSON_DEPTH
+    except JSONRejected as exc:
+        raise OutputProblem(f"the JSON is not usable: {exc}") from None
+    if too_deep:
         raise OutputProblem(f"the JSON is nested more than {MAX_JSON_DEPTH} levels deep") from None
     return value, ["repaired JSON syntax (quotes/trailing commas)"]
 
