@@ -2,7 +2,7 @@
 
 The watcher writes it, a human edits it, the renderer consumes it, the critic scores against it and the
 refiner rewrites it. Plans are stored as JSON in the database, so every change here must keep old
-``schema_version`` values readable (see ``Plan.from_json``).
+``schema_version`` values readable (see ``Plan.from_json`` and ``Plan.from_stored``).
 """
 
 from __future__ import annotations
@@ -303,6 +303,8 @@ class Plan(BaseModel):
                 data = fh.read(MAX_PLAN_BYTES + 1)
         except OSError as exc:
             raise PlanInvalid(f"{p}: cannot read the plan file ({exc.strerror or type(exc).__name__})") from None
+        if len(data) > MAX_PLAN_BYTES:
+            raise PlanInvalid(f"{p}: the file is over the {MAX_PLAN_BYTES}-byte limit for a plan")
         try:
             return cls.from_json(data)
         except PlanInvalid as exc:
