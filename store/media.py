@@ -257,10 +257,32 @@ def write_audio(path: str | Path, audio: np.ndarray, sample_rate: int) -> Path:
         data = data[None]
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(p.name + ".part")
-    sf.write(str(tmp), np.clip(data.T, -1.0, 1.0), sample_rate, subtype="PCM_16",
-             format="WAV" if p.suffix.lower() == ".wav" else "FLAC")
+    try:
+        sf.write(str(tmp), np.clip(data.T, -1.0, 1.0), sample_rate, subtype="PCM_16",
+                 format="WAV" if p.suffix.lower() == ".wav" else "FLAC")
+    except (sf.SoundFileError, OSError, AssertionError) as exc:  # soundfile asserts on a short write
+        raise _write_failure(p, tmp, exc, need=data.size * 2 + 4096) from None
     tmp.replace(p)  # atomic: a killed process never leaves a half-written artifact
     return p
+
+
+def _write_failure(p: Path, tmp: Path, exc: BaseException, need: int) -> OSError:
+    """libsndfile says only "System error": name the cause (a full disk, a read-only folder) in one line."""
+    import errno
+    import os
+
+    tmp.unlink(missing_ok=True)
+    try:
+        free = shutil.disk_usage(p.parent).free
+    except OSError:
+        free = None
+    if getattr(exc, "errno", None) == errno.ENOSPC or (free is not None and free < need):
+        return OSError(errno.ENOSPC, f"cannot write {p}: no space left on the device "
+                                     f"({(free or 0) / 1e6:.1f} MB free, about {need / 1e6:.1f} MB needed)")
+    if not os.access(p.parent, os.W_OK):
+        return OSError(errno.EACCES, f"cannot write {p}: the folder is not writable")
+    detail = " ".join(str(exc).split()) or type(exc).__name__
+    return OSError(getattr(exc, "errno", None) or errno.EIO, f"cannot write {p}: {detail}")
 
 
 def mux(video: str | Path, audio: np.ndarray, sample_rate: int, out: str | Path, keep_original: str = "drop",

@@ -3,7 +3,7 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from contract.plan import COT_TOKEN_BUDGET, Critique, Event, Plan, estimate_t5_tokens
+from contract.plan import COT_TOKEN_BUDGET, Critique, Event, Plan, PlanInvalid, estimate_t5_tokens
 from reasoning.policy import decide
 
 
@@ -43,8 +43,10 @@ def test_old_plans_without_version_still_load_and_newer_are_refused():
 ])
 def test_invalid_plans_are_rejected(bad):
     data = json.loads(make_plan().to_json()) | bad
-    with pytest.raises(ValidationError):
+    with pytest.raises(PlanInvalid):  # the one error type of every plan door (a ValueError)
         Plan.from_json(data)
+    with pytest.raises(ValidationError):  # direct construction still says it in pydantic's words
+        Plan.model_validate(data)
 
 
 def test_caption_is_cut_to_twelve_words():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 
 import altair as alt
 import numpy as np
@@ -16,6 +17,27 @@ WAVE_BINS = 1200
 SPEC_TIME_BINS = 160
 SPEC_FREQ_BINS = 48
 _SPAN_KINDS = {"continuous", "ambience", "speech", "music"}
+
+
+# ---- text from models and users is data: never Markdown ------------------------------------------------------------
+# A model-written plan (or a run's error, a file name, a query parameter) may hold ``![x](http://host/beacon.png)``
+# or ``<img src=...>``; rendered as Markdown that is a request to any URL each time the page is viewed. Blocks of
+# such text go through ``st.text``; where it sits inside a sentence of ours (alerts, captions, st.table cells,
+# which render Markdown), ``md_escape`` backslash-escapes what could build a link, an image, HTML or markup, and
+# breaks bare URLs (GFM autolinks) so that none becomes a link.
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>!#|~$&@{}^])")
+_AUTOLINK = re.compile(r"(?i)(?<=:)//|(?<=\bwww)\.")
+
+
+def md_escape(text: object) -> str:
+    """``text`` shown literally inside Markdown (the characters are kept; nothing is interpreted)."""
+    out = _MD_SPECIAL.sub(r"\\\1", "" if text is None else str(text))
+    return _AUTOLINK.sub(lambda m: "\\/\\/" if m.group(0) == "//" else "\\.", out)
+
+
+def md_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Every text cell of a frame for ``st.table`` (which renders Markdown in cells) escaped."""
+    return df.apply(lambda c: c.map(lambda v: md_escape(v) if isinstance(v, str) else v)) if len(df) else df
 
 
 def round_label(r: Round) -> str:

@@ -9,17 +9,14 @@ import pandas as pd
 import streamlit as st
 from pydantic import ValidationError
 
-from contract.plan import COT_TOKEN_BUDGET, SECTIONS, EventKind, Plan
+from contract.plan import (COT_TOKEN_BUDGET, MAX_LABEL_CHARS, MAX_NEGATIVES, MAX_SECTION_CHARS, SECTIONS, EventKind,
+                           Plan, PlanInvalid)
+from ui.components import md_escape
 
 EVENT_COLUMNS = ["id", "label", "kind", "start_s", "end_s", "gain_db", "pan", "confidence"]
 _DEFAULTS = {"kind": EventKind.impact.value, "gain_db": 0.0, "pan": 0.0, "confidence": 1.0}
-
-
-class PlanInvalid(ValueError):
-    def __init__(self, problems: list[str]):
-        super().__init__("; ".join(problems))
-        self.problems = problems
-
+CAPTION_MAX_CHARS = 200
+# PlanInvalid is contract's (the one error type of every plan door); ``editor.PlanInvalid`` stays importable.
 
 @dataclass
 class EditResult:
@@ -69,7 +66,8 @@ def explain(exc: ValidationError) -> list[str]:
 
 def build_plan(base: Plan, caption: str, sections: dict[str, str], events: list[dict],
                negatives: list[str]) -> Plan:
-    """A human-authored plan derived from ``base`` (new plan id, parent = base); PlanInvalid says what is wrong."""
+    """A human-authored plan derived from ``base`` (new plan id, parent = base), with every bound of a plan from
+    outside (the length is the base's); PlanInvalid says what is wrong."""
     changes = {"caption": caption.strip(), **{s: sections.get(s, "").strip() for s in SECTIONS},
                "events": events, "negatives": [n.strip() for n in negatives if n.strip()]}
     try:
@@ -79,9 +77,9 @@ def build_plan(base: Plan, caption: str, sections: dict[str, str], events: list[
 
 
 def cot_budget(base: Plan, sections: dict[str, str], negatives: list[str]) -> dict:
-    """Token count of the CoT these texts would make, even while other fields are still invalid."""
-    draft = Plan(duration_s=base.duration_s, **{s: sections.get(s, "") for s in SECTIONS},
-                 negatives=[n.strip() for n in negatives if n.strip()])
+    """Token count of the CoT these texts would make, even while other fields are still invalid (or too long)."""
+    draft = Plan.model_validate({"duration_s": base.duration_s, **{s: sections.get(s, "") for s in SECTIONS},
+                                 "negatives": [n.strip() for n in negatives if n.strip()]}, context={"stored": True})
     return draft.cot_budget_report()
 
 
@@ -95,11 +93,15 @@ def events_table(plan: Plan) -> pd.DataFrame:
 
 def plan_editor(plan: Plan, key: str) -> EditResult:
     """Widgets for every editable part of ``plan``; returns the edited plan (or what is wrong with it)."""
-    caption = st.text_input("Caption (what one hears, at most 12 words)", plan.caption, key=f"{key}:caption")
+    # Widgets show text as values (never Markdown); their caps match the plan's bounds (or a longer stored value).
+    caption = st.text_input("Caption (what one hears, at most 12 words)", plan.caption, key=f"{key}:caption",
+                            max_chars=max(CAPTION_MAX_CHARS, len(plan.caption)))
     cols = st.columns(2)
     sections = {}
     for i, s in enumerate(SECTIONS):
-        sections[s] = cols[i % 2].text_area(s.capitalize(), getattr(plan, s), key=f"{key}:{s}", height=90)
+        value = getattr(plan, s)
+        sections[s] = cols[i % 2].text_area(s.capitalize(), value, key=f"{key}:{s}", height=90,
+                                            max_chars=max(MAX_SECTION_CHARS, len(value)))
     st.markdown("**Events** (add, remove or retime rows; times in seconds, clip length "
                 f"{plan.duration_s:.2f} s)")
     edited = st.data_editor(
@@ -116,8 +118,9 @@ def plan_editor(plan: Plan, key: str) -> EditResult:
             "pan": st.column_config.NumberColumn("pan", min_value=-1.0, max_value=1.0, step=0.05),
             "confidence": st.column_config.NumberColumn("confidence", min_value=0.0, max_value=1.0, step=0.05),
         })
-    negatives = st.text_area("Negatives: sounds to avoid, one per line", "\n".join(plan.negatives),
-                             key=f"{key}:negatives", height=80).splitlines()
+    shown = "\n".join(plan.negatives)
+    negatives = st.text_area("Negatives: sounds to avoid, one per line", shown, key=f"{key}:negatives", height=80,
+                             max_chars=max(MAX_NEGATIVES * (MAX_LABEL_CHARS + 1), len(shown))).splitlines()
 
     budget = cot_budget(plan, sections, negatives)
     label = f"CoT length: {budget['tokens']} / {COT_TOKEN_BUDGET} tokens"
@@ -129,7 +132,7 @@ def plan_editor(plan: Plan, key: str) -> EditResult:
         new = build_plan(plan, caption, sections, event_rows(edited), negatives)
     except PlanInvalid as exc:
         for p in exc.problems:
-            st.error(f"Plan not valid yet: {p}")
+            st.error(f"Plan not valid yet: {md_escape(p)}")  # may quote the user's text
         return EditResult(None, exc.problems, budget)
     same = new.model_dump(exclude={"plan_id", "provenance"}) == plan.model_dump(exclude={"plan_id", "provenance"})
     return EditResult(new, [], budget, changed=not same)

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from reasoning.llm_common.chat import ChatModel, Generation
 from reasoning.llm_common.prompts import PromptTemplate
 from contract.errors import BackendError
+from contract.plan import MAX_JSON_DEPTH, JSONRejected, json_depth, loads_bounded
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -27,6 +28,8 @@ T = TypeVar("T")
 _FENCE = re.compile(r"```[ \t]*(?:json|JSON|json5)?[ \t]*\n?(.*?)```", re.DOTALL)
 _PY_LITERALS = {"true": "True", "false": "False", "null": "None"}  # same lengths: positions stay valid
 REASK_ECHO_CHARS = 1500  # how much of a bad reply is echoed back; bounds the re-ask prompt
+MAX_REPLY_CHARS = 200_000  # a longer reply is refused before any parsing (a plan is a few kB)
+RAW_KEEP_CHARS = 64_000  # what is kept of each reply for the Round's raw output
 
 
 class OutputProblem(ValueError):
@@ -110,20 +113,30 @@ def _python_literal(text: str):
 
 
 def loads_lenient(text: str) -> tuple[object, list[str]]:
-    """``json.loads``, then a literal-syntax repair (single quotes, trailing commas, True/None spellings)."""
+    """Bounded ``json.loads``, then a literal-syntax repair (single quotes, trailing commas, True/None spellings).
+
+    Only a syntax error is repaired; too deep, NaN/Infinity or absurd numbers are refused as they are."""
     try:
-        return json.loads(text), []
-    except json.JSONDecodeError as exc:
-        first = exc
+        return loads_bounded(text, max_bytes=None), []
+    except JSONRejected as exc:
+        first = str(exc)
+    if not first.startswith("invalid JSON"):
+        raise OutputProblem(f"the JSON is not usable: {first}; reply with one plain JSON object") from None
     try:
         value = _python_literal(text)
     except (SyntaxError, ValueError, tokenize.TokenError, MemoryError, RecursionError):
-        raise OutputProblem(f"invalid JSON: {first.msg} at line {first.lineno} column {first.colno}") from None
-    # The repair must yield plain JSON data; anything else (sets, bytes, complex) is not a repair.
+        raise OutputProblem(first) from None
+    # The repair must yield plain, finite JSON data; anything else (sets, bytes, complex, inf) is not a repair.
     try:
-        json.dumps(value)
-    except (TypeError, ValueError):
-        raise OutputProblem(f"invalid JSON: {first.msg} at line {first.lineno} column {first.colno}") from None
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError, RecursionError):
+        raise OutputProblem(first) from None
+    try:
+        too_deep = json_depth(value, MAX_JSON_DEPTH) > MAX_JSON_DEPTH
+    except JSONRejected as exc:
+        raise OutputProblem(f"the JSON is not usable: {exc}") from None
+    if too_deep:
+        raise OutputProblem(f"the JSON is nested more than {MAX_JSON_DEPTH} levels deep") from None
     return value, ["repaired JSON syntax (quotes/trailing commas)"]
 
 
@@ -143,15 +156,21 @@ def parse_json_object(text: str, truncated: bool = False) -> tuple[dict, list[st
 def describe_validation_error(exc: ValidationError, limit: int = 6) -> str:
     """Pydantic's errors as short ``field.path: message`` lines a model can act on."""
     lines = []
-    for err in exc.errors()[:limit]:
+    errors = exc.errors(include_url=False, include_input=False)  # never echo a (possibly huge) input back
+    for err in errors[:limit]:
         loc = ".".join(str(x) for x in err.get("loc", ())) or "(object)"
         lines.append(f"{loc}: {err.get('msg', 'invalid')}")
-    more = len(exc.errors()) - limit
+    more = len(errors) - limit
     return "; ".join(lines) + (f"; and {more} more" if more > 0 else "")
 
 
 def _clip(text: str, n: int = REASK_ECHO_CHARS) -> str:
     return text if len(text) <= n else text[:n] + " …[cut]"
+
+
+def keep_raw(text: str, n: int = RAW_KEEP_CHARS) -> str:
+    """A reply as stored with the round: whole when short, else its start and how much was cut."""
+    return text if len(text) <= n else text[:n] + f"\n…[cut: {len(text) - n} more characters]"
 
 
 def ask_json(chat: ChatModel, messages: list[dict], validate: Callable[[dict, bool], T], *, reask: PromptTemplate,
@@ -168,13 +187,17 @@ def ask_json(chat: ChatModel, messages: list[dict], validate: Callable[[dict, bo
     convo = list(messages)
     for i in range(max_attempts):
         gen: Generation = chat.chat(convo, max_new_tokens)
-        record = {"raw": gen.text, "truncated": gen.truncated, "prompt_tokens": gen.prompt_tokens,
+        text = gen.text if isinstance(gen.text, str) else str(gen.text)
+        record = {"raw": keep_raw(text), "truncated": gen.truncated, "prompt_tokens": gen.prompt_tokens,
                   "completion_tokens": gen.completion_tokens, "wall_s": round(gen.wall_s, 3), "error": None}
         attempts.append(record)
         try:
-            obj, repairs = parse_json_object(gen.text, gen.truncated)
+            if len(text) > MAX_REPLY_CHARS:  # refused before parsing: the cost of parsing grows with the size
+                raise OutputProblem(f"the reply is {len(text)} characters long, over the {MAX_REPLY_CHARS} limit; "
+                                    "reply with one short JSON object")
+            obj, repairs = parse_json_object(text, gen.truncated)
             value = validate(obj, i == max_attempts - 1)
-            return Parsed(value=value, raw_output=gen.text, attempts=attempts, repairs=repairs)
+            return Parsed(value=value, raw_output=text, attempts=attempts, repairs=repairs)
         except ValidationError as exc:
             problem = describe_validation_error(exc)
         except OutputProblem as exc:
@@ -182,7 +205,7 @@ def ask_json(chat: ChatModel, messages: list[dict], validate: Callable[[dict, bo
         record["error"] = problem
         log.info("%s: attempt %d/%d rejected: %s", chat.model_id, i + 1, max_attempts, problem)
         _, user = reask.render(error=problem, max_new_tokens=max_new_tokens)
-        convo = list(messages) + [{"role": "assistant", "content": _clip(gen.text) or "(empty)"},
+        convo = list(messages) + [{"role": "assistant", "content": _clip(text) or "(empty)"},
                                   {"role": "user", "content": user}]
     raw = "\n".join(f"----- attempt {k + 1}: {a['error']} -----\n{a['raw']}" for k, a in enumerate(attempts))
     raise ReplyInvalid(f"{chat.model_id}: no valid {what} after {max_attempts} attempt(s); "

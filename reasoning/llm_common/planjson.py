@@ -6,8 +6,10 @@ validation, whose message is sent back to the model.
 
 from __future__ import annotations
 
+import re
+
 from reasoning.llm_common.parse import OutputProblem
-from contract.plan import COT_TOKEN_BUDGET, SECTIONS, EventKind, Plan, Provenance
+from contract.plan import COT_TOKEN_BUDGET, MAX_EVENTS, SECTIONS, EventKind, Plan, Provenance
 
 REPLY_FIELDS = ("caption", *SECTIONS, "events", "negatives")
 OURS = {"schema_version", "plan_id", "duration_s", "provenance"}  # set by foleyloop, ignored if a model writes them
@@ -17,6 +19,7 @@ _KIND_ALIASES = {"ambient": "ambience", "ambiance": "ambience", "background": "a
                  "sustained": "continuous", "voice": "speech", "dialogue": "speech", "hit": "impact"}
 _RANGES = {"gain_db": (-60.0, 12.0), "pan": (-1.0, 1.0), "confidence": (0.0, 1.0)}
 IMPACT_LEN_S = 0.1
+_NUMERIC = {"start_s", "end_s", "gain_db", "pan", "confidence"}
 
 
 def plan_prompt_json(plan: Plan, indent: int | None = None) -> str:
@@ -24,13 +27,28 @@ def plan_prompt_json(plan: Plan, indent: int | None = None) -> str:
     return plan.model_dump_json(include=set(REPLY_FIELDS), indent=indent)
 
 
+_NUMBER = re.compile(r"\s*-?\d{1,12}(\.\d{1,12})?\s*")
+
+
 def _num(v):
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+    """Numbers as floats; a short numeric string ("1.5") too, as models write them. Booleans stay booleans, so
+    validation refuses them (``true`` is not a time)."""
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, int):
+        return float(v) if abs(v) < 10 ** 15 else v  # a huge int is left for validation to refuse
+    if isinstance(v, float):
+        return v
+    if isinstance(v, str) and _NUMBER.fullmatch(v):
+        return float(v)
+    return v
 
 
 def normalise_events(events, duration_s: float, notes: list[str]) -> list[dict]:
     if not isinstance(events, list):
         raise OutputProblem(f"'events' must be a list of objects, got {type(events).__name__}")
+    if len(events) > MAX_EVENTS:
+        raise OutputProblem(f"{len(events)} events is more than the limit of {MAX_EVENTS}; merge or drop some")
     out, seen = [], set()
     for n, ev in enumerate(events):
         if not isinstance(ev, dict):
@@ -38,7 +56,7 @@ def normalise_events(events, duration_s: float, notes: list[str]) -> list[dict]:
         extra = set(ev) - set(EVENT_FIELDS)
         if extra:
             raise OutputProblem(f"events.{n} has unknown field(s) {sorted(extra)}; allowed: {', '.join(EVENT_FIELDS)}")
-        e = {k: _num(v) for k, v in ev.items()}
+        e = {k: _num(v) if k in _NUMERIC else v for k, v in ev.items()}
         if isinstance(e.get("kind"), str):
             kind = e["kind"].strip().lower()
             e["kind"] = _KIND_ALIASES.get(kind, kind)

@@ -11,10 +11,11 @@ import time
 from reasoning.llm_common.chat import Generation, frames_sent
 from reasoning.llm_common.frames import jpeg_base64
 from reasoning.openai_backend.client import EndpointError, OpenAIClient
+from store.redact import MASK
 
 log = logging.getLogger(__name__)
 ENV_BASE_URL = "FOLEYLOOP_OPENAI_BASE_URL"
-ENV_KEYS = ("FOLEYLOOP_OPENAI_KEY", "OPENAI_API_KEY")
+ENV_KEYS = ("FOLEYLOOP_OPENAI_KEY", "FOLEYLOOP_API_KEY", "OPENAI_API_KEY")
 
 
 def endpoint_from(opts: dict) -> str:
@@ -22,7 +23,12 @@ def endpoint_from(opts: dict) -> str:
 
 
 def api_key_from(opts: dict) -> str | None:
-    return opts.get("api_key") or next((os.environ[k] for k in ENV_KEYS if os.environ.get(k)), None)
+    """options api_key, else the environment; a stored, redacted key ("***") is no key. Prefer the environment
+    (or ~/.netrc): run configs are stored, and the Store masks secrets in them."""
+    key = opts.get("api_key")
+    if key and key != MASK:
+        return str(key)
+    return next((os.environ[k] for k in ENV_KEYS if os.environ.get(k)), None)
 
 
 def frame_parts(kf, quality: int = 85) -> list[dict]:
@@ -72,12 +78,14 @@ class OpenAIChat:
     def chat(self, messages: list[dict], max_new_tokens: int) -> Generation:
         t0 = time.perf_counter()
         data = self.client.chat(self.model_id, to_openai(messages, self.jpeg_quality), max_new_tokens, seed=self.seed)
-        choice = data["choices"][0]
+        choice = data["choices"][0]  # the client checked choices[0].message and its content's type
         content = choice["message"].get("content") or ""
         if isinstance(content, list):  # some servers return content parts
-            content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+            content = "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
         usage = data.get("usage") or {}
+        count = lambda v: v if isinstance(v, int) and not isinstance(v, bool) else None  # noqa: E731
         return Generation(text=str(content), truncated=choice.get("finish_reason") == "length",
-                          prompt_tokens=usage.get("prompt_tokens"), completion_tokens=usage.get("completion_tokens"),
+                          prompt_tokens=count(usage.get("prompt_tokens")),
+                          completion_tokens=count(usage.get("completion_tokens")),
                           frames_sent=frames_sent(messages), wall_s=time.perf_counter() - t0,
                           meta={"finish_reason": choice.get("finish_reason")})

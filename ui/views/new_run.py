@@ -5,6 +5,7 @@ import streamlit as st
 from agent import backends
 from agent.config import RunConfig
 from ui import common, uploads
+from ui.components import md_escape
 
 store, cfg = common.store(), common.settings()
 st.title("New run")
@@ -42,7 +43,7 @@ if uploaded is not None:
         uploads.check_name_and_size(uploaded.name, uploaded.size, uploads.UploadLimits(
             cfg.upload_max_bytes, cfg.upload_types, float(max_duration)))
     except uploads.UploadRejected as exc:
-        st.error(str(exc))
+        st.error(md_escape(exc))  # names the uploaded file: user text
 
 if st.button("Create run", type="primary", key="new:create"):
     if uploaded is None:
@@ -52,14 +53,14 @@ if st.button("Create run", type="primary", key="new:create"):
         run_cfg = RunConfig(watcher=watcher, renderer=renderer, critic=critic, refiner=refiner, rounds=int(rounds),
                             seed=int(seed), review=review, max_duration_s=float(max_duration), keep_original=keep)
     except ValueError as exc:
-        st.error(f"These settings are not valid: {exc}")
+        st.error(f"These settings are not valid: {md_escape(exc)}")
         st.stop()
     limits = uploads.UploadLimits(cfg.upload_max_bytes, cfg.upload_types, run_cfg.max_duration_s)
     uploaded.seek(0)
     try:
         accepted = uploads.accept(uploaded, uploaded.name, uploaded.size, store, limits)
     except uploads.UploadRejected as exc:
-        st.error(f"{exc} Nothing was stored.")
+        st.error(f"{md_escape(exc)} Nothing was stored.")
         st.stop()
     from agent import graph  # slow to import; only this button needs it
 

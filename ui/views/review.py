@@ -6,8 +6,9 @@ import pandas as pd
 import streamlit as st
 
 from agent import graph
-from contract.plan import Plan
+from contract.plan import Plan, PlanInvalid
 from ui import common, editor, queries
+from ui.components import md_escape, md_table
 
 store = common.store()
 st.title("Review queue")
@@ -21,11 +22,11 @@ if not queue:
     st.stop()
 
 waiting = {r.id: queries.active_jobs(store, r.id, kind="resume") for r in queue}
-st.table(pd.DataFrame([{
+st.table(md_table(pd.DataFrame([{
     "run": r.id, "video": Path(r.video_path).name if r.video_path else r.prompt[:40],
     "duration (s)": common.fmt(r.duration_s, 1), "waiting since": common.ago(r.updated_at),
     "answer": f"queued (job {waiting[r.id][0].id})" if waiting[r.id] else "needed",
-} for r in queue]), hide_index=True)
+} for r in queue])), hide_index=True)  # st.table renders Markdown: the prompt/file name is escaped
 
 ids = [r.id for r in queue]
 wanted = st.query_params.get("run")
@@ -45,8 +46,13 @@ if pending is None:
                "from the command line). Open the run page for its current state.")
     st.stop()
 
-plan = Plan.from_json(pending["plan"])
-st.markdown(f"**The watcher's plan** (round id {pending.get('round_id')}): {plan.caption or '—'}")
+try:
+    plan = Plan.from_stored(pending["plan"])
+except PlanInvalid as exc:
+    st.error(f"The paused plan of run {run.id} cannot be read: {md_escape(exc)}")
+    st.stop()
+st.markdown(f"**The watcher's plan** (round id {md_escape(pending.get('round_id'))}):")
+st.text(plan.caption or "—")  # model text: plain, never Markdown
 if st.button("Approve this plan", type="primary", key=f"review:{run.id}:approve"):
     job = store.enqueue("resume", run.id, answer={"action": "approve"})
     st.session_state["review:flash"] = f"Approved run {run.id}: resume queued as job {job.id}."

@@ -7,9 +7,13 @@ import pandas as pd
 import streamlit as st
 
 from agent.config import RunConfig
-from contract.plan import SECTIONS, Critique, Plan
+from contract.plan import SECTIONS, Critique, Plan, PlanInvalid
 from store import media
 from ui import common, components, editor, errors, models, playback, queries
+from ui.components import md_escape, md_table
+
+# Every text from a model or a user (plans, findings, changes, errors, file names, the address bar) is shown as
+# plain text (st.text) or escaped (md_escape): a Markdown image in a plan must not become a request to any URL.
 
 store, cfg = common.store(), common.settings()
 
@@ -26,7 +30,7 @@ if not run_id:
 run = store.get_run(run_id)
 if run is None:
     st.title("Run")
-    st.error(f"There is no run '{run_id}' in {store.db_path}.")
+    st.error(f"There is no run '{md_escape(run_id)}' in {md_escape(store.db_path)}.")
     st.page_link("views/runs.py", label="Back to all runs", icon=":material/list:")
     st.stop()
 if run.id != run_id:  # a prefix was given: show the canonical id in the address bar
@@ -34,7 +38,7 @@ if run.id != run_id:  # a prefix was given: show the canonical id in the address
 
 st.title(f"Run {run.id}")
 source = Path(run.video_path).name if run.video_path else (run.prompt or "text-to-audio")
-st.caption(f"{run.kind} · {source} · {common.fmt(run.duration_s, 2)} s · created "
+st.caption(f"{run.kind} · {md_escape(source)} · {common.fmt(run.duration_s, 2)} s · created "
            f"{run.created_at.strftime('%Y-%m-%d %H:%M:%S')} UTC · {run.n_rounds} rounds")
 
 jobs = queries.active_jobs(store, run.id)
@@ -51,22 +55,22 @@ def live_status(initial_status: str, initial_rounds: int, initial_jobs: int) -> 
         st.rerun()
     line = f"**Status:** {common.status_label(now.status)}"
     if now.stop_reason:
-        line += f" · **stop reason:** {now.stop_reason}"
+        line += f" · **stop reason:** {md_escape(now.stop_reason)}"
     st.markdown(line)
     for job in open_jobs:
         who = f"worker {job.worker_id}, heartbeat {common.ago(job.heartbeat_at)}" if job.worker_id else \
             "waiting for a worker (`foleyloop worker`)"
-        st.info(f"Job {job.id} ({job.kind}) is {job.status}: {who}.")
+        st.info(f"Job {job.id} ({job.kind}) is {job.status}: {md_escape(who)}.")
     events = store.node_events(run.id)
     if events and (now.status in ("queued", "running") or open_jobs):
         last = events[-1]
-        st.caption(f"Current step: {last.node} (round {last.round_index}) {last.status}, started "
+        st.caption(f"Current step: {md_escape(last.node)} (round {last.round_index}) {last.status}, started "
                    f"{common.ago(last.started_at)}")
 
 
 live_status(run.status, len(store.rounds(run.id)), len(jobs))
 if run.error:
-    st.error(errors.plain(run.error))
+    st.error(md_escape(errors.plain(run.error)))
 
 rounds = store.rounds(run.id)
 if not rounds:
@@ -96,7 +100,12 @@ def _round_name(r) -> str:
 default = rounds.index(best) if best in rounds else len(rounds) - 1
 rnd = st.selectbox("Round (branch.index)", rounds, index=default, format_func=_round_name,
                    key=f"run:{run.id}:round")
-plan = Plan.from_json(rnd.plan_json)
+try:  # stored rows are read without the size bounds, so an old oversized plan can still be shown
+    plan = Plan.from_stored(rnd.plan_json)
+except PlanInvalid as exc:
+    st.error(f"The plan stored with round {components.round_label(rnd)} cannot be read: {md_escape(exc)}")
+    st.code(rnd.plan_json[:20_000], language="json")
+    st.stop()
 parent = by_id.get(rnd.parent_round_id) or (store.get_round(rnd.parent_round_id) if rnd.parent_round_id else None)
 
 
@@ -128,7 +137,7 @@ with listen:
                                "audio play separately below.")
                     st.video(run.video_path)
                 else:
-                    st.warning(f"The source video is gone: {run.video_path}")
+                    st.warning(f"The source video is gone: {md_escape(run.video_path)}")
             st.audio(str(audio_path))
     with look:
         if audio_path is not None:
@@ -139,34 +148,44 @@ with listen:
                 st.markdown("**Spectrogram** (log frequency)")
                 st.altair_chart(components.spectrogram_chart(spec, plan), width="stretch")
             except media.MediaError as exc:
-                st.warning(f"The audio of this round cannot be read: {exc}")
+                st.warning(f"The audio of this round cannot be read: {md_escape(exc)}")
 
 with plan_tab:
-    st.markdown(f"**Caption:** {plan.caption or '—'}")
+    st.markdown("**Caption**")
+    st.text(plan.caption or "—")
     for s in SECTIONS:
-        st.markdown(f"**{s.capitalize()}:** {getattr(plan, s) or '—'}")
+        st.markdown(f"**{s.capitalize()}**")
+        st.text(getattr(plan, s) or "—")
     st.markdown("**Events**")
     st.dataframe(editor.events_table(plan), hide_index=True, width="stretch")
-    st.markdown(f"**Negatives:** {', '.join(plan.negatives) or '—'}")
+    st.markdown("**Negatives**")
+    st.text(", ".join(plan.negatives) or "—")
     budget = plan.cot_budget_report()
     st.caption(f"CoT: {budget['tokens']} / {budget['budget']} tokens"
                + ("" if budget["fits"] else f" ({budget['overflow']} over: the end is cut off)")
-               + f" · author {plan.provenance.author} · backend {plan.provenance.backend or '—'} · "
-                 f"plan {plan.plan_id}")
-    changes = json.loads(rnd.changes_json or "[]")
+               + f" · author {plan.provenance.author} · backend {md_escape(plan.provenance.backend or '—')} · "
+                 f"plan {md_escape(plan.plan_id)}")
+    try:
+        changes = json.loads(rnd.changes_json or "[]")
+    except ValueError:
+        changes = [rnd.changes_json]
     if changes:
         st.markdown("**What the refiner changed**")
-        st.markdown("\n".join(f"- {c}" for c in changes))
+        st.text("\n".join(f"- {c}" for c in (changes if isinstance(changes, list) else [changes])))
     st.subheader("Changes against the parent round")
     if parent is None:
         st.caption("This is the first plan of its branch; it has no parent.")
     else:
-        diffs = components.plan_diff(Plan.from_json(parent.plan_json), plan)
+        try:
+            diffs = components.plan_diff(Plan.from_stored(parent.plan_json), plan)
+        except PlanInvalid as exc:
+            diffs = {}
+            st.warning(f"The parent's stored plan cannot be read: {md_escape(exc)}")
         st.caption(f"Parent: round {components.round_label(parent)} ({parent.author})")
         if not diffs:
             st.caption("Same plan as its parent (only the seed or the render changed).")
         for section, text in diffs.items():
-            st.markdown(f"*{section}*")
+            st.markdown(f"*{md_escape(section)}*")
             st.code(text, language="diff")
 
 with scores_tab:
@@ -175,12 +194,17 @@ with scores_tab:
         st.info("No round has been scored yet.")
     else:
         st.altair_chart(chart, width="stretch")
-    st.table(components.scores_table(rounds), hide_index=True)
-    if rnd.critique_json:
-        crit = Critique.from_json(rnd.critique_json)
+    st.table(md_table(components.scores_table(rounds)), hide_index=True)
+    try:
+        crit = Critique.from_json(rnd.critique_json) if rnd.critique_json else None
+    except ValueError as exc:
+        crit = None
+        st.warning(f"The critique stored with this round cannot be read: {md_escape(exc)}")
+    if crit is not None:
         st.markdown(f"**Findings for round {components.round_label(rnd)}**")
-        for f in crit.findings:
-            st.markdown(f"- *{f.target}*: {f.problem}" + (f" → {f.suggestion}" if f.suggestion else ""))
+        if crit.findings:
+            st.text("\n".join(f"- {f.target}: {f.problem}" + (f" → {f.suggestion}" if f.suggestion else "")
+                               for f in crit.findings))
         if crit.scorers:
             st.dataframe(pd.DataFrame([s.model_dump() for s in crit.scorers]), hide_index=True)
 
@@ -209,7 +233,7 @@ with edit_tab:
 with timing_tab:
     timings = run.timings()
     if timings:
-        st.table(pd.DataFrame([{"step": k, "seconds": f"{v:.2f}"} for k, v in sorted(timings.items())]),
+        st.table(md_table(pd.DataFrame([{"step": k, "seconds": f"{v:.2f}"} for k, v in sorted(timings.items())])),
                  hide_index=True)
     events = store.node_events(run.id)
     if events:
@@ -233,6 +257,6 @@ def _licences(backends_json: str, config_json: str) -> list[dict]:
 with models_tab:
     rows = _licences(run.backends_json, run.config_json)
     if rows:
-        st.table(pd.DataFrame(rows), hide_index=True)
+        st.table(md_table(pd.DataFrame(rows)), hide_index=True)
     else:
         st.caption("No backend was recorded for this run.")

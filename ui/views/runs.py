@@ -16,7 +16,7 @@ c1, c2, c3 = st.columns([1, 1, 2])
 status = c1.selectbox("Status", statuses, format_func=lambda s: s if s == "any" else f"{s} ({counts[s]})",
                       key="runs:status")
 dates = c2.date_input("Created between", value=(), key="runs:dates", format="YYYY-MM-DD")
-text = c3.text_input("Search (run id, video file, prompt)", key="runs:text")
+text = c3.text_input("Search (run id, video file, prompt)", key="runs:text", max_chars=200)
 
 since = until = None
 if isinstance(dates, (tuple, list)) and dates:
