@@ -45,6 +45,8 @@ def check_out(out: str | Path, kind: str = "video", inputs: Iterable[str | Path]
     """The absolute output path, or UserError naming it. ``kind`` is "video" (a muxed copy) or "audio" (a .wav)."""
     p = Path(out).expanduser().absolute()
     allowed = VIDEO_OUT_SUFFIXES if kind == "video" else AUDIO_OUT_SUFFIXES
+    if p.is_dir():
+        raise UserError(f"{what} {p} is a directory")
     if p.suffix.lower() not in allowed:
         if kind == "audio":
             raise UserError(f"{what} {p} must be a .wav file (got {p.suffix or 'no extension'})")
@@ -53,8 +55,6 @@ def check_out(out: str | Path, kind: str = "video", inputs: Iterable[str | Path]
     for src in inputs:
         if same_file(p, src):
             raise UserError(f"{what} {p} is the input {src} (or a link to it); refusing to overwrite the input")
-    if p.is_dir():
-        raise UserError(f"{what} {p} is a directory")
     parent = _first_existing(p)
     if not parent.is_dir():
         raise UserError(f"{what} {p}: {parent} is a file, not a directory")

@@ -114,6 +114,8 @@ def test_resume_after_kill_9_does_not_recompute_finished_rounds(tmp_path, fake_b
                    for r in store.rounds(run.id) if r.status == "scored"}
     assert len(done_before) == 1
     renders_before = len([e for e in store.node_events(run.id) if e.node == "render" and e.round_index == 0])
+    cut = [e.id for e in store.node_events(run.id) if e.status == "started"]
+    assert cut  # the render the kill cut short
 
     os.environ["FOLEYLOOP_FAKE_BASE"] = "0.0"
     try:
@@ -127,6 +129,8 @@ def test_resume_after_kill_9_does_not_recompute_finished_rounds(tmp_path, fake_b
         assert (r.plan_json, r.critique_json, r.audio_artifact_id) == row
     assert len([e for e in store.node_events(run.id) if e.node == "render" and e.round_index == 0]) == renders_before
     assert store.get_run(run.id).status == "done"
+    statuses = {e.id: e.status for e in store.node_events(run.id)}
+    assert "started" not in statuses.values() and all(statuses[i] == "interrupted" for i in cut)
 
 
 def test_two_concurrent_dubs_into_one_db(tmp_path):
