@@ -209,7 +209,7 @@ def finalize(state: RunState, runtime: Runtime[RunContext]) -> dict:
             else:
                 media.copy_file(audio_path, tmp)
             _publish(ctx.store, state, tmp, out_path)
-        record["output_path"] = str(out_path.absolute())
+        record["output_path"] = str(out_path.resolve())
     branches = ctx.store.get_run(run_id).branches()
     branches[str(branch)] = record
     top = best_branch(branches) or record
@@ -227,7 +227,7 @@ def best_branch(branches: dict) -> dict | None:
     """The finished branch record with the highest best score (the earliest branch on a tie)."""
     top, top_score = None, None
     for _, rec in sorted(branches.items(), key=lambda kv: int(kv[0])):
-        if rec.get("status", "done") != "done" or rec.get("best_round_id") is None:
+        if branch_status(rec) != "done" or rec.get("best_round_id") is None:
             continue
         score = rec.get("best_overall")
         if top is None or (score is not None and (top_score is None or score > top_score)):
@@ -256,13 +256,20 @@ def branch_record(run: Run, branch: int) -> dict:
     return run.branches().get(str(branch), {})
 
 
-def update_branch(store: Store, run_id: str, branch: int, replace: bool = False, **fields) -> dict:
-    """Merge ``fields`` into one branch's record in the run's branches JSON (``replace``: start it afresh)."""
+def branch_status(rec: dict | None) -> str | None:
+    """running | done | failed, or None for a branch with no record yet. Records written before branches had a
+    status are finished ones (they carry their best round)."""
+    if not rec:
+        return None
+    return rec.get("status") or ("done" if "best_round_id" in rec else None)
+
+
+def update_branch(store: Store, run_id: str, branch: int, **fields) -> dict:
+    """Merge ``fields`` into one branch's record in the run's branches JSON (a None value removes the key)."""
     with store.session() as s:
         run = s.get(Run, run_id)
         branches = run.branches()
-        rec = {} if replace else branches.get(str(branch), {})
-        rec = {k: v for k, v in (rec | fields).items() if v is not None}
+        rec = {k: v for k, v in (branches.get(str(branch), {}) | fields).items() if v is not None}
         branches[str(branch)] = rec
         run.branches_json = json.dumps(branches)
         s.add(run)

@@ -247,9 +247,11 @@ def dub(store: Store, video: str | Path, cfg: RunConfig, out: str | Path | None 
 
 
 # ---- resuming -----------------------------------------------------------------------------------------------
+branch_status = nodes.branch_status  # running | done | failed | None, from a branch record
+
+
 def _branch_status(run: Run, branch: int) -> Optional[str]:
-    rec = run.branches().get(str(branch))
-    return None if rec is None else rec.get("status", "done")  # records written before statuses are finished
+    return branch_status(run.branches().get(str(branch)))
 
 
 def open_branches(store: Store, run_id: str, retry_failed: bool = False) -> list[int]:
@@ -269,7 +271,7 @@ def open_branches(store: Store, run_id: str, retry_failed: bool = False) -> list
 
 def failed_branches(store: Store, run_id: str) -> list[int]:
     run = store.get_run(run_id)
-    return sorted(int(b) for b, rec in run.branches().items() if rec.get("status") == "failed")
+    return sorted(int(b) for b, rec in run.branches().items() if branch_status(rec) == "failed")
 
 
 def resume(store: Store, run_id: str, answer: dict | None = None, on_event: OnEvent = None,
@@ -488,7 +490,7 @@ def edit(store: Store, src: EditSource, audio, plan: Plan, cfg: RunConfig, stren
         store.update_run(run.id, status="failed", error=msg)
         raise
     record = {"status": "done", "stop_reason": "edit", "best_round_id": rnd.id, "best_overall": None,
-              "output_path": str(out.absolute())}
+              "output_path": str(out.resolve())}
     store.update_run(run.id, status="done", stop_reason="edit", best_round_id=rnd.id, n_rounds=1,
                      output_path=record["output_path"], branches_json={"0": record})
     return run.id

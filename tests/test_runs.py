@@ -188,3 +188,38 @@ def test_outputs_are_published_atomically_and_never_over_a_file(store, fake_back
     link.symlink_to(keep)
     runs.dub(store, clip, CFG.model_copy(update={"rounds": 1}), out=link, force=True)
     assert keep.read_bytes() == b"user data" and not link.is_symlink() and link.stat().st_size > 1000
+
+
+def test_finalize_killed_after_publishing_finishes_on_resume(store, fake_backends, clip, tmp_path):
+    """A run killed between publishing its output and recording it may replace that file on resume (it is its
+    own); a file that appeared in the meantime without that mark is never replaced."""
+    from agent import nodes
+    from contract.errors import UserError
+
+    out = tmp_path / "o.wav"
+    run_id, _ = runs.dub(store, clip, CFG.model_copy(update={"rounds": 1}))
+    tmp = tmp_path / "staged.wav"
+    state = {"run_id": run_id, "branch": 0, "out_force": False}
+    out.write_bytes(b"someone else's file")
+    tmp.write_bytes(b"ours")
+    with pytest.raises(UserError, match="appeared while run"):
+        nodes._publish(store, state, tmp, out)
+    assert out.read_bytes() == b"someone else's file"
+    nodes.update_branch(store, run_id, 0, publishing=str(out))  # as a killed finalize leaves it
+    nodes._publish(store, state, tmp, out)
+    assert out.read_bytes() == b"ours"
+    assert runs.branch_status({"publishing": str(out)}) is None  # not finished: resume still has work there
+
+
+def test_one_checkpointer_serves_several_threads(store, fake_backends, clip):
+    from concurrent.futures import ThreadPoolExecutor
+
+    run_id, _ = runs.dub(store, clip, CFG.model_copy(update={"review": True, "rounds": 1}))
+
+    def read(_):
+        return [runs.pending_review(store, run_id)["round_id"] for _ in range(10)] + runs.open_branches(store, run_id)
+
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(read, range(8)))
+    (rnd,) = store.rounds(run_id)
+    assert all(a == [rnd.id] * 10 + [0] for a in answers)

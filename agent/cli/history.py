@@ -54,7 +54,7 @@ def show(ctx: typer.Context,
          run_id: Annotated[str, typer.Argument(help="Run id (a unique prefix is enough) or 'last'")],
          as_json: AsJson = False, db: Db = None, debug: Debug = False):
     """Rounds, per-dimension scores, stop reason and the kept plan (the best round's) of a run."""
-    from agent.runs import best_round
+    from agent.runs import best_round, branch_status
 
     st = store(ctx)
     run = get_run(st, run_id)
@@ -80,7 +80,7 @@ def show(ctx: typer.Context,
                   r.status, mark)
     out_console.print(t)
     for b, rec in sorted(run.branches().items(), key=lambda kv: int(kv[0])):
-        status = rec.get("status", "done")
+        status = branch_status(rec)
         line = f"branch {b}: {status}"
         if status == "failed":
             line += f" ({rec.get('error')}); `foleyloop resume {run.id} --retry-failed` retries it"
