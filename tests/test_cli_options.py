@@ -254,3 +254,16 @@ def test_backend_help_is_generated_from_the_registry():
                          ("refiner", common.Refiner)):
         help_text = option.__metadata__[0].help
         assert all(name in help_text for name in REGISTRY[role] if name not in ("fake", "broken")), (role, help_text)
+
+
+def test_every_command_takes_db_and_debug_after_its_name():
+    import typer
+
+    from agent.cli.app import app
+
+    group = typer.main.get_command(app)
+    assert {"dub", "batch", "runs", "show", "plan", "resume", "regenerate", "models", "samples", "text", "edit",
+            "convert", "check-oracle", "ui", "worker"} <= set(group.commands)
+    for name, cmd in group.commands.items():
+        flags = {o for p in cmd.params for o in p.opts}
+        assert {"--db", "--debug"} <= flags, name

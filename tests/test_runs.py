@@ -223,3 +223,15 @@ def test_one_checkpointer_serves_several_threads(store, fake_backends, clip):
         answers = list(pool.map(read, range(8)))
     (rnd,) = store.rounds(run_id)
     assert all(a == [rnd.id] * 10 + [0] for a in answers)
+
+
+def test_edit_source_is_the_runs_best_track_across_branches(store, fake_backends, clip):
+    run_id, _ = runs.dub(store, clip, CFG)
+    first = store.rounds(run_id)[0]
+    best_before = store.get_run(run_id).best_round_id
+    runs.regenerate(store, run_id, first.id, Plan.from_json(first.plan_json).model_copy(
+        update={"caption": "thuds + + + +"}), rounds=1)  # scores 1.0, above branch 0's 0.7
+    (fork_round,) = store.rounds(run_id, branch=1)
+    src = runs.edit_source(store, run_id[:6])
+    assert fork_round.id != best_before and src.round.id == fork_round.id and src.run.id == run_id
+    assert src.audio_path == store.artifact_path(fork_round.audio_artifact_id) and src.video == clip.resolve()

@@ -12,10 +12,3 @@ def main(argv: list[str] | None = None) -> int:
 
     return run(argv)
 
-
-def __getattr__(name: str):
-    if name == "app":
-        from agent.cli.app import app
-
-        return app
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -7,13 +7,13 @@ import json
 import typer
 from rich.table import Table
 
-from agent.cli.common import AsJson, Debug, out_console
+from agent.cli.common import AsJson, Db, Debug, out_console
 
 app = typer.Typer()
 
 
 @app.command()
-def models(as_json: AsJson = False, debug: Debug = False):
+def models(as_json: AsJson = False, db: Db = None, debug: Debug = False):
     """Backends available, where their weights are, or why they are missing."""
     from agent.backends import describe_all
 
@@ -29,7 +29,7 @@ def models(as_json: AsJson = False, debug: Debug = False):
 
 
 @app.command()
-def samples(debug: Debug = False):
+def samples(db: Db = None, debug: Debug = False):
     """Bundled sample videos (sample:NAME)."""
     from contract.errors import UserError
     from store.media import MediaError

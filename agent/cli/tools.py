@@ -14,7 +14,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from agent.cli.common import CommandFailed, Debug, as_user_error, out_console
+from agent.cli.common import CommandFailed, Db, Debug, as_user_error, out_console
 from contract.errors import UserError
 
 app = typer.Typer()
@@ -32,7 +32,7 @@ def convert_cmd(src: Annotated[Path, typer.Argument(help=".ckpt / .pt / .pth / .
                                                            help="Unpickle SRC fully (runs code from the file!)")] = False,
                 dtype: Annotated[Optional[str], typer.Option("--dtype", help="Cast floats: fp32 | fp16 | bf16")] = None,
                 keep_all: Annotated[bool, typer.Option("--keep-all", help="Keep optimizer/EMA tensors too")] = False,
-                debug: Debug = False):
+                db: Db = None, debug: Debug = False):
     """Rewrite a checkpoint as safetensors (tensors only; loads without unpickling afterwards)."""
     from safetensors import SafetensorError
 
@@ -52,7 +52,7 @@ def convert_cmd(src: Annotated[Path, typer.Argument(help=".ckpt / .pt / .pth / .
 
 @app.command("check-oracle")
 def check_oracle_cmd(file: Annotated[Path, typer.Argument(help="Oracle .pt (MM-DiT, VAE, Synchformer)")],
-                     debug: Debug = False):
+                     db: Db = None, debug: Debug = False):
     """Replay a numerical oracle file; exit 0 when every output is within tolerance, 1 otherwise."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
