@@ -2,75 +2,40 @@
 
 Every node is idempotent against the database, because a run killed between a node's side effects
 and its checkpoint re-runs that node on resume: it then finds its round/artifact and reuses it.
+Progress and timings are not the nodes' business: ``agent.runs`` records them from the graph's task stream.
 """
 
 from __future__ import annotations
 
 import json
-import contextlib
 import logging
+import mimetypes
+import os
 import tempfile
-import time
 from pathlib import Path
 
 from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 
-from agent import backends
+from agent import backends, outputs
 from agent.state import RunContext, RunState
+from contract.errors import BackendError, UserError
 from contract.plan import Critique, Plan
 from reasoning.policy import decide
-from contract.errors import BackendError
 from store import media
+from store.db import Store
 from store.media import VideoInfo
-from store.schema import Round
+from store.schema import Round, Run
 
 log = logging.getLogger(__name__)
 
 
-def tracked(name: str):
-    """Record start/end/duration of a node in the DB (live progress, per-node timings)."""
-
-    def wrap(fn):
-        def inner(state: RunState, runtime: Runtime[RunContext]):
-            ctx = runtime.context
-            ev = ctx.store.node_started(state["run_id"], name, state.get("round_index"))
-            t0 = time.perf_counter()
-            try:
-                with _progress(ctx, name, state.get("round_index", 0)):
-                    out = fn(state, ctx)
-            except Exception as exc:
-                if type(exc).__name__ == "GraphInterrupt":  # a human-review pause, not a failure
-                    ctx.store.node_finished(ev, time.perf_counter() - t0, status="paused")
-                    raise
-                ctx.store.node_finished(ev, time.perf_counter() - t0, status="failed", detail=str(exc)[:500])
-                raise
-            dt = time.perf_counter() - t0
-            ctx.store.node_finished(ev, dt)
-            ctx.store.add_timing(state["run_id"], f"node:{name}", dt)
-            return out
-
-        # No functools.wraps: LangGraph reads the signature to decide whether to pass ``runtime``.
-        inner.__name__, inner.__doc__ = fn.__name__, fn.__doc__
-        return inner
-
-    return wrap
-
-
-@contextlib.contextmanager
-def _progress(ctx: RunContext, name: str, round_index: int):
-    """A spinner with elapsed time while a node works, then one line with its duration (CLI only)."""
-    if not ctx.show_progress:
-        yield
-        return
-    from rich.console import Console
-
-    console = Console(stderr=True)
-    label = f"{name} (round {round_index})"
-    t0 = time.perf_counter()
-    with console.status(f"{label}…", spinner="dots"):
-        yield
-    console.print(f"[dim]· {label} {time.perf_counter() - t0:.2f} s[/dim]", highlight=False)
+def check_video(path: str | Path, max_duration_s: float) -> VideoInfo:
+    """Probe a video and apply the duration limit (the one place both are done; MediaError on bad input)."""
+    info = media.probe(path)
+    if info.duration_s > max_duration_s:
+        raise media.MediaError(f"{path}: {info.duration_s:.1f}s is longer than --max-duration {max_duration_s:.0f}s")
+    return info
 
 
 def _info(ctx: RunContext, run_id: str) -> VideoInfo | None:
@@ -83,18 +48,19 @@ def _plan(rnd: Round) -> Plan:
     return Plan.from_json(rnd.plan_json)
 
 
-@tracked("probe")
-def probe(state: RunState, ctx: RunContext) -> dict:
-    info = media.probe(state["video_path"])
-    if info.duration_s > ctx.cfg.max_duration_s:
-        raise media.MediaError(f"{state['video_path']}: {info.duration_s:.1f}s is longer than --max-duration "
-                               f"{ctx.cfg.max_duration_s:.0f}s")
-    ctx.store.update_run(state["run_id"], video_info_json=info.to_dict(), duration_s=info.duration_s, status="running")
+def probe(state: RunState, runtime: Runtime[RunContext]) -> dict:
+    """The input was probed when the run was recorded (``agent.runs.create_dub_run``); probe only a run that was not."""
+    ctx = runtime.context
+    run = ctx.store.get_run(state["run_id"])
+    if json.loads(run.video_info_json or "{}"):
+        return {}
+    info = check_video(state["video_path"], ctx.cfg.max_duration_s)
+    ctx.store.update_run(state["run_id"], video_info_json=info.to_dict(), duration_s=info.duration_s)
     return {}
 
 
-@tracked("watch")
-def watch(state: RunState, ctx: RunContext) -> dict:
+def watch(state: RunState, runtime: Runtime[RunContext]) -> dict:
+    ctx = runtime.context
     existing = [r for r in ctx.store.rounds(state["run_id"], branch=state["branch"]) if r.status != "failed"]
     if existing:  # watched before a crash: reuse it
         return {"current_round_id": existing[0].id, "round_index": 0}
@@ -137,8 +103,8 @@ def review(state: RunState, runtime: Runtime[RunContext]) -> dict:
     return {"current_round_id": new.id}
 
 
-@tracked("render")
-def render(state: RunState, ctx: RunContext) -> dict:
+def render(state: RunState, runtime: Runtime[RunContext]) -> dict:
+    ctx = runtime.context
     rnd = ctx.store.get_round(state["current_round_id"])
     if rnd.audio_artifact_id is not None:
         return {}
@@ -160,8 +126,8 @@ def _small(meta: dict) -> dict:
     return json.loads(text) if len(text) < 20_000 else {"truncated": True}
 
 
-@tracked("critique")
-def critique(state: RunState, ctx: RunContext) -> dict:
+def critique(state: RunState, runtime: Runtime[RunContext]) -> dict:
+    ctx = runtime.context
     rnd = ctx.store.get_round(state["current_round_id"])
     if rnd.critique_json is None:
         critic = backends.get("critic", ctx.cfg)
@@ -175,8 +141,8 @@ def critique(state: RunState, ctx: RunContext) -> dict:
     return {}
 
 
-@tracked("decide")
-def decide_node(state: RunState, ctx: RunContext) -> dict:
+def decide_node(state: RunState, runtime: Runtime[RunContext]) -> dict:
+    ctx = runtime.context
     rnd = ctx.store.get_round(state["current_round_id"])
     crit = Critique.from_json(rnd.critique_json)
     d = decide(crit, ctx.cfg.thresholds, rounds_done=state["round_index"] + 1, rounds_cap=state["rounds_cap"],
@@ -191,8 +157,8 @@ def decide_node(state: RunState, ctx: RunContext) -> dict:
     return update
 
 
-@tracked("refine")
-def refine(state: RunState, ctx: RunContext) -> dict:
+def refine(state: RunState, runtime: Runtime[RunContext]) -> dict:
+    ctx = runtime.context
     best = ctx.store.get_round(state["best_round_id"])
     next_index = state["round_index"] + 1
     for rnd in ctx.store.rounds(state["run_id"], branch=state["branch"]):
@@ -222,26 +188,90 @@ def refine(state: RunState, ctx: RunContext) -> dict:
     return {"current_round_id": rnd.id, "round_index": next_index}
 
 
-@tracked("finalize")
-def finalize(state: RunState, ctx: RunContext) -> dict:
+def finalize(state: RunState, runtime: Runtime[RunContext]) -> dict:
+    """Publish the branch's best and record it; the run's best is the best finished branch, never just the latest."""
+    ctx = runtime.context
+    run_id, branch = state["run_id"], state["branch"]
     best = ctx.store.get_round(state["best_round_id"])
     audio_path = ctx.store.artifact_path(best.audio_artifact_id)
     out = state.get("out_path")
-    run = ctx.store.get_run(state["run_id"])
-    branches = json.loads(run.branches_json or "{}")
-    record = {"stop_reason": state.get("stop_reason"), "best_round_id": best.id, "best_overall": best.score_overall}
-    if state.get("video_path") and out:
-        audio, sr = media.read_audio(audio_path)
-        media.mux(state["video_path"], audio, sr, out, keep_original=ctx.cfg.keep_original)
-        art = ctx.store.put_file(out, kind="video", run_id=state["run_id"], mime="video/mp4")
-        record |= {"output_path": str(Path(out).resolve()), "output_artifact_id": art.id}
-    elif out:
-        media.copy_file(audio_path, out)
-        record |= {"output_path": str(Path(out).resolve())}
-    branches[str(state["branch"])] = record
+    record = {"status": "done", "stop_reason": state.get("stop_reason"), "best_round_id": best.id,
+              "best_overall": best.score_overall}
+    if out:
+        out_path = Path(out)
+        with outputs.staging(out_path) as tmp:
+            if state.get("video_path"):
+                audio, sr = media.read_audio(audio_path)
+                media.mux(state["video_path"], audio, sr, tmp, keep_original=ctx.cfg.keep_original)
+                art = ctx.store.put_file(tmp, kind="video", run_id=run_id,
+                                         mime=mimetypes.guess_type(out_path.name)[0] or "video/mp4")
+                record["output_artifact_id"] = art.id
+            else:
+                media.copy_file(audio_path, tmp)
+            _publish(ctx.store, state, tmp, out_path)
+        record["output_path"] = str(out_path.resolve())
+    branches = ctx.store.get_run(run_id).branches()
+    branches[str(branch)] = record
+    top = best_branch(branches) or record
+    fields = {"branches_json": branches, "best_round_id": top["best_round_id"], "best_overall": top["best_overall"],
+              "output_path": top.get("output_path"), "output_artifact_id": top.get("output_artifact_id"),
+              "stop_reason": top.get("stop_reason"), "n_rounds": len(ctx.store.rounds(run_id))}
+    if branch == 0:  # the run's own rounds; a fork never changes the run's status (see agent.runs)
+        fields |= {"status": "done", "error": None}
     ctx.devices.release_all()
-    ctx.store.update_run(state["run_id"], status="done", stop_reason=state.get("stop_reason"),
-                         best_round_id=best.id, best_overall=best.score_overall, branches_json=branches,
-                         output_path=record.get("output_path"), output_artifact_id=record.get("output_artifact_id"),
-                         n_rounds=len(ctx.store.rounds(state["run_id"])))
+    ctx.store.update_run(run_id, **fields)
     return {"output_path": record.get("output_path")}
+
+
+def best_branch(branches: dict) -> dict | None:
+    """The finished branch record with the highest best score (the earliest branch on a tie)."""
+    top, top_score = None, None
+    for _, rec in sorted(branches.items(), key=lambda kv: int(kv[0])):
+        if branch_status(rec) != "done" or rec.get("best_round_id") is None:
+            continue
+        score = rec.get("best_overall")
+        if top is None or (score is not None and (top_score is None or score > top_score)):
+            top, top_score = rec, score
+    return top
+
+
+def _publish(store: Store, state: RunState, tmp: Path, out: Path) -> None:
+    """Move the finished file into place without ever replacing a file the user did not hand over (--force)."""
+    run_id, branch = state["run_id"], state["branch"]
+    force = bool(state.get("out_force"))
+    refused = UserError(f"{out} appeared while run {run_id} was working; nothing was overwritten (move it away, "
+                        f"then `foleyloop resume {run_id}`)")
+    if not force and os.path.lexists(out):
+        if branch_record(store.get_run(run_id), branch).get("publishing") != str(out):
+            raise refused
+        force = True  # this run published it before it was killed: finish that
+    update_branch(store, run_id, branch, publishing=str(out))
+    try:
+        outputs.publish(tmp, out, force=force)
+    except FileExistsError:
+        raise refused from None
+
+
+def branch_record(run: Run, branch: int) -> dict:
+    return run.branches().get(str(branch), {})
+
+
+def branch_status(rec: dict | None) -> str | None:
+    """running | done | failed, or None for a branch with no record yet. Records written before branches had a
+    status are finished ones (they carry their best round)."""
+    if not rec:
+        return None
+    return rec.get("status") or ("done" if "best_round_id" in rec else None)
+
+
+def update_branch(store: Store, run_id: str, branch: int, **fields) -> dict:
+    """Merge ``fields`` into one branch's record in the run's branches JSON (a None value removes the key)."""
+    with store.session() as s:
+        run = s.get(Run, run_id)
+        branches = run.branches()
+        rec = {k: v for k, v in (branches.get(str(branch), {}) | fields).items() if v is not None}
+        branches[str(branch)] = rec
+        run.branches_json = json.dumps(branches)
+        s.add(run)
+        s.commit()
+    return rec

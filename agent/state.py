@@ -15,6 +15,7 @@ class RunState(TypedDict, total=False):
     branch: int
     video_path: str | None
     out_path: str | None
+    out_force: bool  # the user allowed ``out_path`` to replace an existing file (--force)
     rounds_cap: int  # how many rounds this branch may render
     round_index: int  # index (within the branch) of the round being worked on
     current_round_id: int | None
@@ -28,11 +29,12 @@ class RunState(TypedDict, total=False):
 
 @dataclass
 class RunContext:
-    """Per-invocation runtime objects (not checkpointed): rebuilt from the DB on resume."""
+    """Per-invocation runtime objects (not checkpointed): rebuilt from the DB on resume.
+
+    Routing reads it too (``cfg.review``), so one compiled graph serves every configuration."""
 
     store: Store
     cfg: RunConfig
-    show_progress: bool = False
     devices: DeviceManager | None = field(default=None)
 
     def __post_init__(self) -> None:

@@ -1,4 +1,4 @@
-"""`foleyloop worker`: takes queued jobs from SQLite and runs them through the graph.
+"""`foleyloop worker`: takes queued jobs from SQLite and runs them through the runs service (``agent.runs``).
 
 Several workers may share one database. A job is claimed by a single UPDATE … RETURNING (SQLite runs it
 under its write lock, so two workers never get the same job), a thread refreshes ``heartbeat_at`` while the
@@ -144,6 +144,8 @@ class Heartbeat:
 
 # ---- running a job --------------------------------------------------------------------------------------------
 def output_path(store: Store, run: Run, branch: int = 0) -> Path:
+    """Where a job's result goes: the store's own outputs folder (named by run and branch, so the worker may
+    replace a file there; it is never a user's)."""
     suffix = Path(run.video_path).suffix.lower() if run.video_path else ".wav"
     if run.video_path and suffix not in VIDEO_SUFFIXES:
         suffix = ".mp4"
@@ -152,25 +154,27 @@ def output_path(store: Store, run: Run, branch: int = 0) -> Path:
 
 
 def execute(store: Store, job: Job) -> None:
-    """Run one job to its end (or to a review pause). Exceptions propagate; the graph marks the run failed."""
-    from agent import graph
+    """Run one job to its end (or to a review pause). Exceptions propagate; the service has recorded the failure
+    (on the run, or on the fork's branch only)."""
+    from agent import runs
 
     payload = json.loads(job.payload_json or "{}")
     run = store.get_run(job.run_id) if job.run_id else None
     if run is None:
         raise LookupError(f"job {job.id} names run {job.run_id!r}, which does not exist")
     if job.kind == "dub":
-        if run.status == "review" and graph.pending_review(store, run.id) is not None:
+        if run.status == "review" and runs.pending_review(store, run.id) is not None:
             log.info("run %s is already paused for review; nothing to do", run.id)
         elif store.rounds(run.id):  # a previous worker died mid-run: continue from the checkpoint
-            graph.resume(store, run.id)
+            runs.resume(store, run.id)
         else:
-            graph.execute_dub(store, run.id, output_path(store, run))
+            runs.execute_dub(store, run.id, output_path(store, run), force=True)
     elif job.kind == "regenerate":
         branch = int(payload["branch"])
-        graph.execute_branch(store, run.id, branch, output_path(store, run, branch), rounds=payload.get("rounds"))
+        runs.execute_branch(store, run.id, branch, output_path(store, run, branch), rounds=payload.get("rounds"),
+                            force=True)
     elif job.kind == "resume":
-        graph.resume(store, run.id, payload.get("answer"))
+        runs.resume(store, run.id, payload.get("answer"))
     else:
         raise ValueError(f"unknown job kind {job.kind!r} (known: {', '.join(KINDS)})")
 

@@ -29,7 +29,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
 
-    from agent import backends, graph
+    from agent import backends, runs
     from agent.config import RunConfig
     from store.db import Store
     from store.synthetic import make_impact_clip
@@ -48,11 +48,11 @@ def main() -> None:
         backends.get(role, cfg)
     t_construct = time.perf_counter() - t0
     t0 = time.perf_counter()
-    graph.dub(store, warm.path, cfg.model_copy(update={"rounds": 1}), out=tmp / "warm.out.mp4")
+    runs.dub(store, warm.path, cfg.model_copy(update={"rounds": 1}), out=tmp / "warm.out.mp4")
     t_warm = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    run_id, _ = graph.dub(store, clip.path, cfg, out=tmp / "out.mp4")
+    run_id, _ = runs.dub(store, clip.path, cfg, out=tmp / "out.mp4")
     wall = time.perf_counter() - t0
     run = store.get_run(run_id)
     rounds = store.rounds(run_id)

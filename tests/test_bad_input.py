@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from agent.cli import main
-from agent import graph
+from agent import runs
 from agent.config import RunConfig
 from store.db import Store
 from store.media import write_video
@@ -62,15 +62,14 @@ def test_bad_input_exits_2_with_one_line(bad_dir, name, tmp_path, capsys, fake_b
     db = tmp_path / "fl.db"
     store = Store(db)
     # an existing successful run must survive untouched
-    ok_id, _ = graph.dub(store, tiny_clip(tmp_path / "ok.mp4"),
+    ok_id, _ = runs.dub(store, tiny_clip(tmp_path / "ok.mp4"),
                          RunConfig(watcher="fake", renderer="fake", critic="fake", refiner="fake"))
     snapshot = (store.get_run(ok_id).model_dump(), [r.model_dump() for r in store.rounds(ok_id)])
     code = main(["--db", str(db), "dub", str(d / name), "--out", str(tmp_path / "o.mp4"), *FAKE])
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert len(err.splitlines()) == 1 and err.startswith("error: ") and "Traceback" not in err
-    runs = store.list_runs()
-    failed = [r for r in runs if r.id != ok_id]
+    failed = [r for r in store.list_runs() if r.id != ok_id]
     assert len(failed) == 1 and failed[0].status == "failed" and failed[0].error
     assert store.rounds(failed[0].id) == []
     assert (store.get_run(ok_id).model_dump(), [r.model_dump() for r in store.rounds(ok_id)]) == snapshot
@@ -107,7 +106,7 @@ def test_show_unknown_run_and_bad_plan_file(tmp_path, capsys, fake_backends):
     db = tmp_path / "fl.db"
     assert main(["--db", str(db), "show", "doesnotexist"]) == 2
     store = Store(db)
-    run_id, _ = graph.dub(store, tiny_clip(tmp_path / "ok.mp4"),
+    run_id, _ = runs.dub(store, tiny_clip(tmp_path / "ok.mp4"),
                           RunConfig(watcher="fake", renderer="fake", critic="fake", refiner="fake"))
     bad = tmp_path / "plan.json"
     bad.write_text('{"caption": "x", "duration_s": -1}')

@@ -145,13 +145,13 @@ def test_plan_shaped_dicts_are_validated_the_same_way(obj):
 # ---- the CLI --------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def cli_db(tmp_path_factory, fake_backends_module):
-    from agent import graph
+    from agent import runs
     from tests.browser import seed
 
     tmp = tmp_path_factory.mktemp("cli-props")
     store = Store(tmp / "fl.db")
     clip = seed.make_clip(tmp)
-    ids = [graph.dub(store, clip, seed.fake_cfg(rounds=2), out=tmp / f"out{i}.mp4")[0] for i in range(2)]
+    ids = [runs.dub(store, clip, seed.fake_cfg(rounds=2), out=tmp / f"out{i}.mp4")[0] for i in range(2)]
     return store, ids, tmp
 
 

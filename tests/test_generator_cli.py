@@ -49,7 +49,7 @@ def _oracle(name: str) -> Path:
 
 
 def test_plan_from_prompt():
-    from agent.cli_generate import plan_from_prompt
+    from agent.runs import plan_from_prompt
 
     prompt = "heavy rain on a tin roof with distant rolling thunder and a dog barking twice far away"
     plan = plan_from_prompt(prompt, 6.0)

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from agent import graph
+from agent import runs
 from agent.config import RunConfig
 from contract.plan import Plan
 from store.db import Store
@@ -24,7 +24,7 @@ def clip(tmp_path):
 
 def test_loop_refines_until_pass_and_muxes(store, fake_backends, clip, tmp_path):
     out = tmp_path / "out.mp4"
-    run_id, result = graph.dub(store, clip, CFG, out=out)
+    run_id, result = runs.dub(store, clip, CFG, out=out)
     rounds = store.rounds(run_id)
     assert [r.index for r in rounds] == [0, 1, 2]
     assert [r.author for r in rounds] == ["watcher", "refiner", "refiner"]
@@ -44,7 +44,7 @@ def test_loop_refines_until_pass_and_muxes(store, fake_backends, clip, tmp_path)
 
 def test_round_cap_and_no_improvement(store, fake_backends, clip, monkeypatch):
     monkeypatch.setenv("FOLEYLOOP_FAKE_BASE", "0.0")  # needs 3 refinements to pass
-    run_id, _ = graph.dub(store, clip, CFG.model_copy(update={"rounds": 2}))
+    run_id, _ = runs.dub(store, clip, CFG.model_copy(update={"rounds": 2}))
     assert store.get_run(run_id).stop_reason == "round_cap"
     assert len(store.rounds(run_id)) == 2
 
@@ -52,7 +52,7 @@ def test_round_cap_and_no_improvement(store, fake_backends, clip, monkeypatch):
 
     monkeypatch.setattr(fakes.FakeRefiner, "refine",
                         lambda self, plan, *a, **k: fakes.RefineResult(plan=plan.derive("refiner"), seed=9))
-    run_id, _ = graph.dub(store, clip, CFG.model_copy(update={"rounds": 5}))
+    run_id, _ = runs.dub(store, clip, CFG.model_copy(update={"rounds": 5}))
     run = store.get_run(run_id)
     rounds = store.rounds(run_id)
     assert run.stop_reason == "no_improvement" and len(rounds) == 2
@@ -60,12 +60,12 @@ def test_round_cap_and_no_improvement(store, fake_backends, clip, monkeypatch):
 
 
 def test_review_pause_then_edit_resumes(store, fake_backends, clip):
-    run_id, result = graph.dub(store, clip, CFG.model_copy(update={"review": True}))
-    assert graph.run_status(result) == "review" and store.get_run(run_id).status == "review"
-    payload = graph.pending_review(store, run_id)
+    run_id, result = runs.dub(store, clip, CFG.model_copy(update={"review": True}))
+    assert runs.run_status(result) == "review" and store.get_run(run_id).status == "review"
+    payload = runs.pending_review(store, run_id)
     plan = Plan.from_json(payload["plan"])
     edited = plan.model_copy(update={"caption": "edited + +"})
-    graph.resume(store, run_id, {"action": "edit", "plan": edited.to_json()})
+    runs.resume(store, run_id, {"action": "edit", "plan": edited.to_json()})
     rounds = store.rounds(run_id)
     assert rounds[0].status == "replaced" and rounds[0].author == "watcher"
     assert rounds[1].author == "human" and Plan.from_json(rounds[1].plan_json).caption == "edited + +"
@@ -74,11 +74,11 @@ def test_review_pause_then_edit_resumes(store, fake_backends, clip):
 
 
 def test_fork_from_edited_plan_keeps_old_rounds(store, fake_backends, clip, tmp_path):
-    run_id, _ = graph.dub(store, clip, CFG)
+    run_id, _ = runs.dub(store, clip, CFG)
     before = [(r.id, r.plan_json, r.critique_json, r.audio_artifact_id) for r in store.rounds(run_id)]
     first = store.rounds(run_id)[0]
     edited = Plan.from_json(first.plan_json).model_copy(update={"semantic": "glass breaking"})
-    branch, _ = graph.regenerate(store, run_id, first.id, edited, out=tmp_path / "fork.mp4")
+    branch, _ = runs.regenerate(store, run_id, first.id, edited, out=tmp_path / "fork.mp4")
     assert branch == 1
     after = store.rounds(run_id)
     assert [(r.id, r.plan_json, r.critique_json, r.audio_artifact_id) for r in after[:len(before)]] == before
@@ -99,9 +99,9 @@ def test_resume_after_kill_9_does_not_recompute_finished_rounds(tmp_path, fake_b
     deadline = time.time() + 60
     killed_at = None
     while time.time() < deadline and killed_at is None:
-        runs = store.list_runs()
-        if runs:
-            evs = [e for e in store.node_events(runs[0].id) if e.node == "render" and e.round_index == 1]
+        listed = store.list_runs()
+        if listed:
+            evs = [e for e in store.node_events(listed[0].id) if e.node == "render" and e.round_index == 1]
             if evs:  # round 0 is finished; round 1 is rendering: kill now
                 os.kill(proc.pid, signal.SIGKILL)
                 killed_at = time.time()
@@ -114,10 +114,12 @@ def test_resume_after_kill_9_does_not_recompute_finished_rounds(tmp_path, fake_b
                    for r in store.rounds(run.id) if r.status == "scored"}
     assert len(done_before) == 1
     renders_before = len([e for e in store.node_events(run.id) if e.node == "render" and e.round_index == 0])
+    cut = [e.id for e in store.node_events(run.id) if e.status == "started"]
+    assert cut  # the render the kill cut short
 
     os.environ["FOLEYLOOP_FAKE_BASE"] = "0.0"
     try:
-        graph.resume(store, run.id)
+        runs.resume(store, run.id)
     finally:
         del os.environ["FOLEYLOOP_FAKE_BASE"]
     rounds = store.rounds(run.id)
@@ -127,6 +129,8 @@ def test_resume_after_kill_9_does_not_recompute_finished_rounds(tmp_path, fake_b
         assert (r.plan_json, r.critique_json, r.audio_artifact_id) == row
     assert len([e for e in store.node_events(run.id) if e.node == "render" and e.round_index == 0]) == renders_before
     assert store.get_run(run.id).status == "done"
+    statuses = {e.id: e.status for e in store.node_events(run.id)}
+    assert "started" not in statuses.values() and all(statuses[i] == "interrupted" for i in cut)
 
 
 def test_two_concurrent_dubs_into_one_db(tmp_path):
@@ -139,13 +143,13 @@ def test_two_concurrent_dubs_into_one_db(tmp_path):
         out, err = p.communicate(timeout=120)
         assert p.returncode == 0, err
     store = Store(db)
-    runs = store.list_runs()
-    assert len(runs) == 2 and all(r.status == "done" for r in runs)
-    for r in runs:
+    listed = store.list_runs()
+    assert len(listed) == 2 and all(r.status == "done" for r in listed)
+    for r in listed:
         rounds = store.rounds(r.id)
         assert [x.index for x in rounds] == [0, 1, 2]
         assert all(store.artifact_path(x.audio_artifact_id).exists() for x in rounds)
-    assert {json.loads(r.video_info_json)["path"] for r in runs} == {str(c.resolve()) for c in clips}
+    assert {json.loads(r.video_info_json)["path"] for r in listed} == {str(c.resolve()) for c in clips}
 
 
 def test_malformed_vlm_output_fails_the_run_and_keeps_raw_text(store, fake_backends, clip, monkeypatch, tmp_path,
@@ -177,7 +181,7 @@ def test_refiner_failure_keeps_best_round_and_finishes(store, fake_backends, cli
         raise BackendError("refiner timed out", raw_output="partial")
 
     monkeypatch.setattr(fakes.FakeRefiner, "refine", broken)
-    run_id, _ = graph.dub(store, clip, CFG)
+    run_id, _ = runs.dub(store, clip, CFG)
     run = store.get_run(run_id)
     rounds = store.rounds(run_id)
     assert run.status == "done" and run.stop_reason.startswith("refiner_failed")
@@ -185,9 +189,9 @@ def test_refiner_failure_keeps_best_round_and_finishes(store, fake_backends, cli
 
 
 def test_resume_starts_a_fork_that_never_ran(store, fake_backends, clip):
-    run_id, _ = graph.dub(store, clip, CFG)
+    run_id, _ = runs.dub(store, clip, CFG)
     first = store.rounds(run_id)[0]
-    branch, _ = graph.fork(store, run_id, first.id, Plan.from_json(first.plan_json))  # crash before it runs
-    graph.resume(store, run_id)
+    branch, _ = runs.fork(store, run_id, first.id, Plan.from_json(first.plan_json))  # crash before it runs
+    runs.resume(store, run_id)
     assert str(branch) in store.get_run(run_id).branches()
     assert all(r.status == "scored" for r in store.rounds(run_id, branch=branch))

@@ -172,7 +172,7 @@ def test_unusable_replies_carry_the_raw_body(raw, body, needle):
 
 def test_an_unusable_reply_is_stored_as_the_rounds_raw_output(raw, impact_clip, tmp_path):  # noqa: F811
     """Through the graph: the failed watcher round keeps what the server said (capped), not nothing."""
-    from agent import graph
+    from agent import runs
     from contract.errors import BackendError
     from store.db import Store
 
@@ -191,7 +191,7 @@ def test_an_unusable_reply_is_stored_as_the_rounds_raw_output(raw, impact_clip, 
     cfg = RunConfig(watcher="openai", renderer="offline", critic="offline", refiner="offline",
                     options={"watcher": {"endpoint": srv.url, "model": "m", "max_side": 64, "retries": 0}})
     with pytest.raises(BackendError, match="nested"):
-        graph.dub(store, impact_clip[0], cfg, out=tmp_path / "out.mp4")
+        runs.dub(store, impact_clip[0], cfg, out=tmp_path / "out.mp4")
     (rnd,) = store.rounds(store.list_runs()[0].id)
     assert rnd.status == "failed" and "nested" in rnd.error
     assert rnd.raw_output.startswith('{"id": "x", "choices"') and len(rnd.raw_output) <= 64 * 1024 + 100

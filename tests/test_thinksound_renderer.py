@@ -16,7 +16,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from agent import backends, graph
+from agent import backends, runs
 from agent.config import RunConfig
 from generator.thinksound import SequenceConfig
 from agent.backends import options_for
@@ -97,7 +97,7 @@ def test_dub_two_rounds_through_graph_hits_feature_cache(tiny, store, fake_backe
     opts = tiny["opts"] | {"cache_dir": str(tmp_path / "features")}  # fresh cache: round 1 must miss
     cfg = _cfg(opts, watcher="fake", rounds=2)  # fake critic scores 0.3 < thresholds → a second round
     out = tmp_path / "dubbed.mp4"
-    run_id, _ = graph.dub(store, tiny["video"], cfg, out=out)
+    run_id, _ = runs.dub(store, tiny["video"], cfg, out=out)
     run = store.get_run(run_id)
     rounds = store.rounds(run_id)
     assert run.status == "done" and [r.author for r in rounds] == ["watcher", "refiner"]
@@ -124,11 +124,11 @@ def test_dub_two_rounds_through_graph_hits_feature_cache(tiny, store, fake_backe
 
 
 def test_text_to_audio_run(tiny, store, fake_backends, tmp_path):
-    from agent.cli_generate import plan_from_prompt
+    from agent.runs import plan_from_prompt
 
     plan = plan_from_prompt("rain on a tin roof, distant thunder", 2.0)
     out = tmp_path / "rain.wav"
-    run_id, _ = graph.text_to_audio(store, plan, _cfg(tiny["opts"]), out)
+    run_id, _ = runs.text_to_audio(store, plan, _cfg(tiny["opts"]), out)
     run = store.get_run(run_id)
     (rnd,) = store.rounds(run_id)
     assert run.kind == "text" and run.status == "done" and run.output_path == str(out.resolve())

@@ -162,10 +162,10 @@ def test_run_page_with_forks_diffs_the_branch_against_its_parent(seeded, use_db)
 
 
 def test_live_status_shows_queued_work(store, use_db, tmp_path):
-    from agent import graph
+    from agent import runs
 
     use_db(store)
-    run_id = graph.create_dub_run(store, seed.make_clip(tmp_path), seed.fake_cfg(), status="queued")
+    run_id = runs.create_dub_run(store, seed.make_clip(tmp_path), seed.fake_cfg(), status="queued")
     job = store.enqueue("dub", run_id)
     at = app("views/run.py", run=run_id)
     assert f"Job {job.id} (dub) is queued: waiting for a worker" in texts(at)

@@ -113,12 +113,12 @@ def test_a_job_that_keeps_killing_workers_is_given_up(store, tmp_path):
 
 # ---- running jobs in process --------------------------------------------------------------------------------------
 def test_worker_runs_a_dub_job_and_records_failures(store, tmp_path):
-    from agent import graph
+    from agent import runs
     from agent.config import RunConfig
 
     clip = seed.make_clip(tmp_path)
-    good = graph.create_dub_run(store, clip, seed.fake_cfg(rounds=2), status="queued")
-    bad = graph.create_dub_run(store, clip, RunConfig(watcher="fake", renderer="broken", critic="fake",
+    good = runs.create_dub_run(store, clip, seed.fake_cfg(rounds=2), status="queued")
+    bad = runs.create_dub_run(store, clip, RunConfig(watcher="fake", renderer="broken", critic="fake",
                                                       refiner="fake"), status="queued")
     store.enqueue("dub", good)
     store.enqueue("dub", bad)
@@ -153,9 +153,9 @@ def _events(store: Store, run_id: str, node: str) -> list[NodeEvent]:
 def test_a_killed_workers_job_is_reclaimed_and_resumed_from_its_checkpoint(store, tmp_path, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
-    from agent import graph
+    from agent import runs
 
-    run_id = graph.create_dub_run(store, seed.make_clip(tmp_path), seed.fake_cfg(rounds=2), status="queued")
+    run_id = runs.create_dub_run(store, seed.make_clip(tmp_path), seed.fake_cfg(rounds=2), status="queued")
     job = store.enqueue("dub", run_id)
     slow = subprocess.Popen(seed.worker_cmd(store.db_path, "--once", "--heartbeat", "0.2", "--stale", "1.5"),
                             cwd=ROOT, env={**os.environ, "FOLEYLOOP_FAKE_RENDER_DELAY": "3"},
@@ -194,7 +194,7 @@ def test_a_killed_workers_job_is_reclaimed_and_resumed_from_its_checkpoint(store
 
 
 def test_several_worker_processes_share_one_queue(store, tmp_path):
-    from agent import graph
+    from agent import runs
 
     logs = [tmp_path / f"w{i}.log" for i in range(3)]
     procs = [subprocess.Popen(seed.worker_cmd(store.db_path, "--poll", "0.1", "--heartbeat", "0.2"), cwd=ROOT,
@@ -204,8 +204,8 @@ def test_several_worker_processes_share_one_queue(store, tmp_path):
         assert wait_until(lambda: all(" on " in log.read_text() for log in logs if log.exists())
                           and all(log.exists() for log in logs), 90), "workers did not start"
         clip = seed.make_clip(tmp_path)
-        runs = [graph.create_dub_run(store, clip, seed.fake_cfg(rounds=2), status="queued") for _ in range(6)]
-        for r in runs:
+        run_ids = [runs.create_dub_run(store, clip, seed.fake_cfg(rounds=2), status="queued") for _ in range(6)]
+        for r in run_ids:
             store.enqueue("dub", r)
         assert wait_until(lambda: all(j.status == "done" for j in jobs(store)), 120)
     finally:
@@ -216,7 +216,7 @@ def test_several_worker_processes_share_one_queue(store, tmp_path):
     rows = jobs(store)
     assert [j.attempts for j in rows] == [1] * 6  # nobody ran a job twice
     assert len({j.worker_id for j in rows}) >= 2, "the jobs were not shared"
-    for r in runs:
+    for r in run_ids:
         assert store.get_run(r).status == "done"
         assert [x.index for x in store.rounds(r)] == [0, 1]  # one watcher round, one refined round
     assert sum(int(log.read_text().rsplit("worker ran ", 1)[1].split()[0]) for log in logs) == 6

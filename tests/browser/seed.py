@@ -61,29 +61,29 @@ def make_clip(folder: Path, name: str = "ball.mp4", duration_s: float = 3.0) -> 
 
 
 def done_run(store: Store, clip: Path, rounds: int = 3) -> str:
-    from agent import graph
+    from agent import runs
 
-    run_id = graph.create_dub_run(store, clip, fake_cfg(rounds=rounds), status="queued")
-    graph.execute_dub(store, run_id, store.home / "outputs" / f"{run_id}.mp4")
+    run_id = runs.create_dub_run(store, clip, fake_cfg(rounds=rounds), status="queued")
+    runs.execute_dub(store, run_id, store.home / "outputs" / f"{run_id}.mp4")
     return run_id
 
 
 def review_run(store: Store, clip: Path) -> str:
-    from agent import graph
+    from agent import runs
 
-    run_id = graph.create_dub_run(store, clip, fake_cfg(rounds=2, review=True), status="queued")
-    graph.execute_dub(store, run_id, store.home / "outputs" / f"{run_id}.mp4")
+    run_id = runs.create_dub_run(store, clip, fake_cfg(rounds=2, review=True), status="queued")
+    runs.execute_dub(store, run_id, store.home / "outputs" / f"{run_id}.mp4")
     assert store.get_run(run_id).status == "review"
     return run_id
 
 
 def failed_render_run(store: Store, clip: Path) -> str:
-    from agent import graph
+    from agent import runs
 
-    run_id = graph.create_dub_run(store, clip, RunConfig(watcher="fake", renderer="broken", critic="fake",
+    run_id = runs.create_dub_run(store, clip, RunConfig(watcher="fake", renderer="broken", critic="fake",
                                                          refiner="fake", rounds=2), status="queued")
     try:
-        graph.execute_dub(store, run_id, None)
+        runs.execute_dub(store, run_id, None)
     except BackendError:
         pass
     assert store.get_run(run_id).status == "failed"
@@ -92,13 +92,13 @@ def failed_render_run(store: Store, clip: Path) -> str:
 
 def corrupt_input_run(store: Store, folder: Path) -> str:
     """A dub whose input is not a video: create_dub_run records the failed Run and raises."""
-    from agent import graph
+    from agent import runs
 
     bad = folder / "broken.mp4"
     bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(2000))
     before = {r.id for r in store.list_runs(limit=1000)}
     try:
-        graph.create_dub_run(store, bad, fake_cfg())
+        runs.create_dub_run(store, bad, fake_cfg())
     except media.MediaError:
         pass
     (run_id,) = {r.id for r in store.list_runs(limit=1000)} - before
@@ -107,13 +107,13 @@ def corrupt_input_run(store: Store, folder: Path) -> str:
 
 def forked_run(store: Store, clip: Path) -> tuple[str, int]:
     """A finished run plus a human-edited branch regenerated from its first round."""
-    from agent import graph
+    from agent import runs
 
     run_id = done_run(store, clip, rounds=2)
     first = store.rounds(run_id, branch=0)[0]
     plan = Plan.from_json(first.plan_json)
     edited = plan.derive("human", caption="heavy wooden thuds", negatives=["music", "speech"])
-    branch, _ = graph.regenerate(store, run_id, first.id, edited, store.home / "outputs" / f"{run_id}.b1.mp4",
+    branch, _ = runs.regenerate(store, run_id, first.id, edited, store.home / "outputs" / f"{run_id}.b1.mp4",
                                  rounds=2)
     return run_id, branch
 

@@ -62,9 +62,9 @@ if st.button("Create run", type="primary", key="new:create"):
     except uploads.UploadRejected as exc:
         st.error(f"{md_escape(exc)} Nothing was stored.")
         st.stop()
-    from agent import graph  # slow to import; only this button needs it
+    from agent import runs  # slow to import; only this button needs it
 
-    run_id = graph.create_dub_run(store, accepted.path, run_cfg, status="queued")
+    run_id = runs.create_dub_run(store, accepted.path, run_cfg, status="queued")
     job = store.enqueue("dub", run_id)
     st.success(f"Run {run_id} is queued as job {job.id} ({accepted.info.duration_s:.1f} s, "
                f"{accepted.info.width}×{accepted.info.height}). A worker (`foleyloop worker`) will pick it up.")

@@ -5,7 +5,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from agent import graph
+from agent import runs
 from contract.plan import Plan, PlanInvalid
 from ui import common, editor, queries
 from ui.components import md_escape, md_table
@@ -40,7 +40,7 @@ if waiting[run.id]:
                "the run from its checkpoint.")
     st.stop()
 
-pending = graph.pending_review(store, run.id)
+pending = runs.pending_review(store, run.id)
 if pending is None:
     st.warning(f"Run {run.id} is marked for review but has no paused step to answer (it may have been resumed "
                "from the command line). Open the run page for its current state.")

@@ -221,9 +221,9 @@ with edit_tab:
         st.caption("The plan is unchanged: the new branch re-renders it with the same seed.")
     if st.button("Regenerate from this plan", type="primary", disabled=blocked or result.plan is None,
                  key=f"edit:{run.id}:{rnd.id}:go"):
-        from agent import graph  # langgraph is slow to import; only this button needs it
+        from agent import runs  # langgraph is slow to import; only this button needs it
 
-        branch, new_round = graph.fork(store, run.id, rnd.id, result.plan)
+        branch, new_round = runs.fork(store, run.id, rnd.id, result.plan)
         job = store.enqueue("regenerate", run.id, branch=branch, round_id=new_round, rounds=int(n))
         st.session_state["run:flash"] = f"Branch {branch} queued (job {job.id}); its rounds appear here as they finish."
         st.rerun()

@@ -1,0 +1,105 @@
+"""`foleyloop runs`, `show` and `plan`: what the database holds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from agent.cli.common import AsJson, Db, Debug, RoundRef, fmt, get_run, out_console, round_by_ref, store
+from contract.plan import Plan
+
+app = typer.Typer()
+
+
+@app.command()
+def runs(ctx: typer.Context, status: Annotated[Optional[str], typer.Option("--status")] = None,
+         limit: Annotated[int, typer.Option("--limit")] = 20, as_json: AsJson = False, db: Db = None,
+         debug: Debug = False):
+    """List recent runs."""
+    rows = store(ctx).list_runs(status=status, limit=limit)
+    if as_json:
+        out_console.print_json(json.dumps([r.model_dump(mode="json") for r in rows]))
+        return
+    t = Table("run", "created", "status", "kind", "video / prompt", "dur (s)", "rounds", "best", "stop")
+    for r in rows:
+        t.add_row(r.id, r.created_at.strftime("%Y-%m-%d %H:%M"), r.status, r.kind,
+                  Path(r.video_path).name if r.video_path else r.prompt[:30], fmt(r.duration_s), str(r.n_rounds),
+                  fmt(r.best_overall), r.stop_reason or (r.error or "")[:40])
+    out_console.print(t)
+
+
+def print_plan(plan: Plan, title: str) -> None:
+    """The plan as a reader wants it: caption, the four sections, negatives, then the timed events."""
+    out_console.print(f"[bold]{title}[/bold]: {plan.caption or '—'}  ({plan.duration_s:g} s)", highlight=False)
+    for name in ("semantic", "temporal", "aesthetic", "spatial"):
+        text = getattr(plan, name)
+        if text:
+            out_console.print(f"  {name}: {text}", highlight=False)
+    if plan.negatives:
+        out_console.print(f"  negatives: {', '.join(plan.negatives)}", highlight=False)
+    if plan.events:
+        t = Table("event", "kind", "start (s)", "end (s)", "label", "gain (dB)", "pan")
+        for e in plan.events:
+            t.add_row(e.id, e.kind.value, f"{e.start_s:.2f}", f"{e.end_s:.2f}", e.label, f"{e.gain_db:g}",
+                      f"{e.pan:g}")
+        out_console.print(t)
+
+
+@app.command()
+def show(ctx: typer.Context,
+         run_id: Annotated[str, typer.Argument(help="Run id (a unique prefix is enough) or 'last'")],
+         as_json: AsJson = False, db: Db = None, debug: Debug = False):
+    """Rounds, per-dimension scores, stop reason and the kept plan (the best round's) of a run."""
+    from agent.runs import best_round, branch_status
+
+    st = store(ctx)
+    run = get_run(st, run_id)
+    rounds = st.rounds(run.id)
+    best = best_round(st, run)
+    if as_json:
+        out_console.print_json(json.dumps({"run": run.model_dump(mode="json"),
+                                           "rounds": [r.model_dump(mode="json") for r in rounds],
+                                           "best_round_id": best.id if best else None}))
+        return
+    out_console.print(f"[bold]run {run.id}[/bold]  {run.kind}  status={run.status}  stop={run.stop_reason}")
+    out_console.print(f"video: {run.video_path or '—'}  duration: {fmt(run.duration_s)} s")
+    out_console.print(f"backends: {json.dumps({k: v for k, v in run.backends().items() if k != 'options'})}")
+    if run.error:
+        out_console.print(f"[red]error:[/red] {run.error}", highlight=False)
+    t = Table("round", "id", "author", "seed", "semantic", "temporal", "aesthetic", "spatial", "overall", "status",
+              "best")
+    best_ids = {b.get("best_round_id") for b in run.branches().values()}
+    for r in rounds:
+        mark = "★★" if best and r.id == best.id else "★" if r.id in best_ids else ""
+        t.add_row(f"{r.branch}.{r.index}", str(r.id), r.author, str(r.seed), fmt(r.score_semantic),
+                  fmt(r.score_temporal), fmt(r.score_aesthetic), fmt(r.score_spatial), fmt(r.score_overall),
+                  r.status, mark)
+    out_console.print(t)
+    for b, rec in sorted(run.branches().items(), key=lambda kv: int(kv[0])):
+        status = branch_status(rec)
+        line = f"branch {b}: {status}"
+        if status == "failed":
+            line += f" ({rec.get('error')}); `foleyloop resume {run.id} --retry-failed` retries it"
+        elif status == "done":
+            line += f" stop={rec.get('stop_reason')} best round id={rec.get('best_round_id')} " \
+                    f"output={rec.get('output_path')}"
+        out_console.print(line, highlight=False)
+    if best is not None:
+        out_console.print(f"best: round {best.branch}.{best.index} (id {best.id}), overall {fmt(best.score_overall)}"
+                          " (★★; ★ = each branch's best)")
+        print_plan(Plan.from_json(best.plan_json), f"kept plan (round {best.branch}.{best.index})")
+    timings = run.timings()
+    if timings:
+        out_console.print("timings (s): " + ", ".join(f"{k}={v:.2f}" for k, v in sorted(timings.items())))
+
+
+@app.command("plan")
+def export_plan(ctx: typer.Context, run_id: str, round_ref: RoundRef = "0", db: Db = None, debug: Debug = False):
+    """Print a round's plan as JSON (edit it, then `regenerate`)."""
+    st = store(ctx)
+    run = get_run(st, run_id)
+    print(Plan.from_json(round_by_ref(st, run, round_ref).plan_json).to_json())
