@@ -15,6 +15,20 @@ from typing import Any
 from agent.config import RunConfig
 from contract.options import BackendOptions
 
+COMPOSITE = "reasoning.verifiers.composite"
+
+
+class _Registry(dict):
+    """A role's names → modules. A ``+``-joined critic name (``offline+desync+clap``) is known when every part
+    is a known single critic: it builds a composite critic (``reasoning.verifiers.composite``)."""
+
+    def __contains__(self, name: object) -> bool:
+        if isinstance(name, str) and "+" in name:
+            parts = name.split("+")
+            return all(p and p != "verified" and "+" not in p and dict.__contains__(self, p) for p in parts)
+        return dict.__contains__(self, name)
+
+
 REGISTRY: dict[str, dict[str, str]] = {
     "watcher": {
         "offline": "reasoning.offline.watcher",
@@ -25,12 +39,18 @@ REGISTRY: dict[str, dict[str, str]] = {
         "offline": "generator.offline.renderer",
         "thinksound": "generator.thinksound.renderer",
     },
-    "critic": {
+    "critic": _Registry({
         "offline": "reasoning.offline.critic",
         "qwen": "reasoning.qwen.judge",
         "qwen-omni": "reasoning.qwen.omni",
         "openai": "reasoning.openai_backend.judge",
-    },
+        # Verifiers (options: {"synchformer": PATH, "clap": DIR, "aesthetics": DIR}) and the preset that stacks
+        # every verifier with weights on top of the offline critic; "a+b+c" names build composites.
+        "desync": "reasoning.verifiers.desync",
+        "clap": "reasoning.verifiers.clap",
+        "aesthetics": "reasoning.verifiers.aesthetics",
+        "verified": COMPOSITE,
+    }),
     "refiner": {
         "offline": "reasoning.offline.refiner",
         "qwen": "reasoning.qwen.refiner",
@@ -48,7 +68,7 @@ class UnknownBackend(ValueError):
 
 def _module(role: str, name: str):
     try:
-        path = REGISTRY[role][name]
+        path = COMPOSITE if "+" in name and name in REGISTRY[role] else REGISTRY[role][name]
     except KeyError:
         known = ", ".join(sorted(REGISTRY.get(role, {})))
         raise UnknownBackend(f"unknown {role} backend {name!r} (known: {known})") from None

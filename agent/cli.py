@@ -336,7 +336,7 @@ def _register_optional_commands() -> None:
     """Commands owned by other modules (generator tools, studio, worker) register themselves here."""
     import importlib
 
-    for mod in ("agent.cli_generate", "agent.cli_studio"):
+    for mod in ("agent.cli_generate", "agent.cli_studio", "agent.cli_eval"):
         try:
             importlib.import_module(mod).register(app)
         except ModuleNotFoundError as exc:

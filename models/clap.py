@@ -30,6 +30,10 @@ class ClapScorer:
         self.device = device
         self.model = self.processor = None
 
+    def path(self) -> Path:
+        """The local model folder (raises ``ModelUnavailable``)."""
+        return self._resolve()
+
     def _resolve(self) -> Path:
         return resolve(self.ref, name=NAME, default_repo=DEFAULT_REF,
                        required=REQUIRED)
