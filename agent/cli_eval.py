@@ -54,6 +54,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("eval")
     def eval_cmd(
+            ctx: typer.Context,
             corpus: Optional[str] = typer.Argument(None, help="Folder of videos, a .json/.csv manifest, or the "
                                                               "corpus builder's manifest.json"),
             out_dir: Optional[Path] = typer.Option(None, "--out-dir", help="Report folder (default ./eval-ID)"),
@@ -85,7 +86,7 @@ def register(app: typer.Typer) -> None:
         """Dub every clip of a corpus and measure single shot (round 0) vs loop (kept round) independently."""
         from agent import evals
 
-        store = cli._store()
+        store = _store(ctx)
         if compare:
             if corpus or resume:
                 raise UserError("--compare takes two evaluation ids and nothing else")
@@ -127,6 +128,15 @@ def register(app: typer.Typer) -> None:
             markup=False, highlight=False)
         if summary["n_clips"] and not summary["n_scored"]:
             raise typer.Exit(1)
+
+
+def _store(ctx: typer.Context):
+    """The global --db, read from the root context: under `python -m agent.cli` the CLI runs as __main__, so
+    ``agent.cli.STATE`` is a different, empty copy."""
+    from store.db import Store
+
+    db = ctx.find_root().params.get("db")
+    return Store(db) if db else Store()
 
 
 def _abs(value: Optional[str]) -> Optional[str]:

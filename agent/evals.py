@@ -109,14 +109,7 @@ def preflight(cfg: RunConfig) -> None:
         raise UserError("cannot evaluate with these backends: " + "; ".join(problems))
 
 
-def clip_dict(row: EvalClip) -> dict:
-    """The plain-dict view of a clip row that ``evaluation.report`` / ``evaluation.compare`` read."""
-    m = row.metrics()
-    return {"name": row.name, "group": row.content_group, "status": row.status, "error": row.error,
-            "run_id": row.run_id, "round0_id": row.round0_id, "kept_id": row.kept_id, "kept_index": row.kept_index,
-            "kept_later": row.kept_later, "no_worse": row.no_worse, "no_worse_counts": m.get("comparison"),
-            "metrics": {c: m.get(c) or {} for c in measures.CONDITIONS}, "critic": row.critic(),
-            "notes": row.notes, "reference": row.reference, "video": row.video_path, "timings": row.timings()}
+clip_dict = E.clip_record  # the plain-dict view that evaluation.report / evaluation.compare read
 
 
 def header(ev: Eval) -> dict:

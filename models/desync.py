@@ -66,7 +66,9 @@ class DesyncScorer:
         self.device = device
         self.config = config
         self.model = None
-        self._frames: dict[tuple, Any] = {}  # video → (d, frames): round 0 and the kept round share one video
+        # One video's frames and visual features: the eval scores a clip's rounds, which share the video, together.
+        self._frames: dict[tuple, Any] = {}
+        self._vis: dict[tuple, Any] = {}
 
     # ---- weights ---------------------------------------------------------------------------------------------
     def path(self) -> Path:
@@ -103,6 +105,7 @@ class DesyncScorer:
     def release(self) -> None:
         self.model = None
         self._frames.clear()
+        self._vis.clear()
         import gc
 
         gc.collect()
@@ -145,7 +148,7 @@ class DesyncScorer:
             self._frames = {key: pad_or_trim(x, n)}  # keep one video: the eval scores a clip's rounds together
         return self._frames[key]
 
-    def logits(self, frames, audio: np.ndarray, sr: int, duration_s: float):
+    def logits(self, frames, audio: np.ndarray, sr: int, duration_s: float, video_key: tuple | None = None):
         """(2, n_classes) offset logits: row 0 the first 14 windows, row 1 the last 14 (spec §8)."""
         import torch
 
@@ -162,12 +165,19 @@ class DesyncScorer:
                 raise ValueError(f"DeSync needs {n} windows (≥ {self.min_duration_s:.1f} s), got {s}")
             # Only the rated windows are computed: the first 14 and the last 14 (all of them when they overlap).
             spans = [(0, s)] if s <= 2 * n else [(0, n), (s - n, s)]
-            vis, aud = [], []
-            for a, b in spans:
-                f0, f1 = a * vcfg.window_stride, (b - 1) * vcfg.window_stride + vcfg.frames_per_window
-                vis.append(m.extract_vfeats(frames[f0:f1].unsqueeze(0)))
-                aud.append(m.extract_afeats(mel[:, a:b]))
-            return self.rate(torch.cat(vis, dim=1), torch.cat(aud, dim=1))[0]
+            vkey = (video_key, tuple(spans)) if video_key is not None else None
+            if vkey is None or vkey not in self._vis:
+                parts = []
+                for a, b in spans:
+                    f0, f1 = a * vcfg.window_stride, (b - 1) * vcfg.window_stride + vcfg.frames_per_window
+                    parts.append(m.extract_vfeats(frames[f0:f1].unsqueeze(0)))
+                vis = torch.cat(parts, dim=1)
+                if vkey is not None:
+                    self._vis = {vkey: vis}
+            else:
+                vis = self._vis[vkey]
+            aud = torch.cat([m.extract_afeats(mel[:, a:b]) for a, b in spans], dim=1)
+            return self.rate(vis, aud)[0]
 
     def rate(self, vis, aud):
         """Per-window features (B, S, 8, D) / (B, S, 6, D) → logits (B, 2, n_classes) for the first and the last
@@ -193,7 +203,7 @@ class DesyncScorer:
         if d < self.min_duration_s - 1e-6:
             raise ValueError(f"DeSync needs ≥ {self.min_duration_s:.1f} s of video and audio, got {d:.2f} s")
         frames = self.frames(video, d)
-        logits = self.logits(frames, a, sr, d)
+        logits = self.logits(frames, a, sr, d, video_key=(str(video), round(d, 6)))
         offs = offsets_from_logits(logits, self.model.cfg.fusion.class_grid())
         first, last = float(offs[0]), float(offs[1])
         return {"desync_s": (abs(first) + abs(last)) / 2, "offset_first_s": first, "offset_last_s": last,

@@ -12,6 +12,7 @@ from sqlmodel import col, select
 from store.db import Store
 from store.schema import Eval, EvalClip, utcnow
 
+CONDITIONS = ("round0", "kept")  # single shot, loop (evaluation.measures.CONDITIONS)
 _JSON = ("config_json", "summary_json", "metrics_json", "critic_json", "timings_json", "labels_json")
 
 
@@ -91,3 +92,13 @@ def evals_for_run(store: Store, run_id: str) -> list[str]:
     """Ids of the evaluations that dubbed with this run (the studio's run page can link back)."""
     with store.session() as s:
         return sorted(set(s.exec(select(EvalClip.eval_id).where(EvalClip.run_id == run_id)).all()))
+
+
+def clip_record(row: EvalClip) -> dict:
+    """The plain-dict view of a clip row that the report, the comparison and the studio read."""
+    m = row.metrics()
+    return {"name": row.name, "group": row.content_group, "status": row.status, "error": row.error,
+            "run_id": row.run_id, "round0_id": row.round0_id, "kept_id": row.kept_id, "kept_index": row.kept_index,
+            "kept_later": row.kept_later, "no_worse": row.no_worse, "no_worse_counts": m.get("comparison"),
+            "metrics": {c: m.get(c) or {} for c in CONDITIONS}, "critic": row.critic(),
+            "notes": row.notes, "reference": row.reference, "video": row.video_path, "timings": row.timings()}
