@@ -28,6 +28,14 @@ class _Registry(dict):
             return all(p and p != "verified" and "+" not in p and dict.__contains__(self, p) for p in parts)
         return dict.__contains__(self, name)
 
+    def __getitem__(self, name: str) -> str:
+        if isinstance(name, str) and "+" in name and name in self:
+            return COMPOSITE
+        return dict.__getitem__(self, name)
+
+    def get(self, name, default=None):
+        return self[name] if name in self else default
+
 
 REGISTRY: dict[str, dict[str, str]] = {
     "watcher": {
@@ -68,7 +76,7 @@ class UnknownBackend(ValueError):
 
 def _module(role: str, name: str):
     try:
-        path = COMPOSITE if "+" in name and name in REGISTRY[role] else REGISTRY[role][name]
+        path = REGISTRY[role][name]
     except KeyError:
         known = ", ".join(sorted(REGISTRY.get(role, {})))
         raise UnknownBackend(f"unknown {role} backend {name!r} (known: {known})") from None

@@ -223,12 +223,11 @@ def run(store: Store, eval_id: str, opts: EvalOptions, log: Callable[[str], None
             for row in E.clips(store, ev.id):
                 if row.status == "dubbed":
                     _finish_clip(store, row)
+        ev = E.update_eval(store, ev.id, status="done", error=None)
+        summary = report.write(out_dir, header(ev), [clip_dict(r) for r in E.clips(store, ev.id)])
     except BaseException as exc:
         E.update_eval(store, ev.id, status="interrupted", error=f"{type(exc).__name__}: {exc}"[:2000])
         raise
-    ev = E.update_eval(store, ev.id, status="done", error=None)
-    clips = [clip_dict(r) for r in E.clips(store, ev.id)]
-    summary = report.write(out_dir, header(ev), clips)
     E.update_eval(store, ev.id, summary_json=summary)
     return summary
 
@@ -323,6 +322,8 @@ def _dub_and_measure(store: Store, ev: Eval, row: EvalClip, cfg: RunConfig, refs
             m = measures.reference_metrics(gen, refs[own], refs, own, ref_why[own] or "no reference")
             metrics[cond] = m | {"round_index": rnd.index, "round_id": rnd.id, "critic_overall": rnd.score_overall}
         timings["reference_metrics"] = round(time.perf_counter() - t1, 3)
+        run = store.get_run(run_id)
+        metrics["run"] = {"stop_reason": run.stop_reason, "n_rounds": len(critic)}
         E.update_clip(store, row.id, run_id=run_id, status="dubbed", error=None, round0_id=r0.id, kept_id=kept.id,
                       kept_index=kept.index, kept_later=kept.index > 0, metrics_json=metrics, critic_json=critic,
                       timings_json=timings)

@@ -139,12 +139,14 @@ def markdown(header: dict, clips: Sequence[dict], summary: dict) -> str:
                   row(f"**all ({len(scored)})**", "", "single", summary["overall"]["mean"]["round0"], mean=True),
                   row(f"**all ({len(scored)})**", "", "loop", summary["overall"]["mean"]["kept"], mean=True), ""]
         lines += ["## loop vs single shot, per clip", "",
-                  "| clip | group | kept round | critic r0 → kept | better | worse | tied | no worse | worse on |",
-                  "| --- | --- | ---: | --- | ---: | ---: | ---: | --- | --- |"]
+                  "| clip | group | rounds | stop | kept round | critic r0 → kept | better | worse | tied | no worse "
+                  "| worse on |",
+                  "| --- | --- | ---: | --- | ---: | --- | ---: | ---: | ---: | --- | --- |"]
         for c in scored:
             k = c.get("no_worse_counts") or {}
             crit = {r["index"]: r.get("overall") for r in c.get("critic") or []}
-            lines.append(f"| {_cell(c['name'])} | {_cell(c.get('group') or '')} | {c.get('kept_index')} | "
+            lines.append(f"| {_cell(c['name'])} | {_cell(c.get('group') or '')} | {c.get('n_rounds', '—')} | "
+                         f"{_cell(c.get('stop_reason') or '—')} | {c.get('kept_index')} | "
                          f"{_fmt(crit.get(0))} → {_fmt(crit.get(c.get('kept_index')))} | {k.get('better', '—')} | "
                          f"{k.get('worse', '—')} | {k.get('tied', '—')} | {_fmt(c.get('no_worse'))} | "
                          f"{', '.join(k.get('worse_on') or []) or '—'} |")

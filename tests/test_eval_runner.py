@@ -187,6 +187,7 @@ def test_eval_end_to_end_on_two_clips(corpus, tmp_path, fake_backends, capsys):
     header = next(line for line in md.splitlines() if line.startswith("| clip | run | cond"))
     assert "F1 chance" in header and "ctl rank" in header and "CLAP" not in header and "DeSync" not in header
     assert "## ungrouped (2 clips)" in md and "| **mean** |  | loop |" in md
+    assert "| a | ungrouped | 2 | round_cap | 1 | 0.300 → 0.500 |" in md  # rounds, stop reason, critic curve
     data = json.loads((out / "report.json").read_text())
     assert data["summary"]["kept_later"] == {"n": 2, "of": 2, "share": 1.0}
     assert [c["name"] for c in data["clips"]] == ["a", "b"]

@@ -278,3 +278,11 @@ def test_clap_truncates_a_long_caption_to_the_models_positions(tiny_clap_dir, cl
     _, wav, _ = clip5
     cos = ClapScorer(tiny_clap_dir).score(*_read(wav), "a dog barks twice " * 50)
     assert -1.0 <= cos <= 1.0
+
+
+def test_composite_names_resolve_to_the_composite_module():
+    names = backends.REGISTRY["critic"]
+    assert names["offline+clap"] == names.get("offline+clap") == "reasoning.verifiers.composite"
+    assert names.get("offline+nope") is None and "offline+clap" not in list(names)  # listings show single names
+    with pytest.raises(KeyError):
+        names["offline+nope"]
