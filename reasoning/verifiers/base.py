@@ -114,7 +114,3 @@ class Verifier:
         info_row = ScorerInfo(name=self.name, version=self.version, dimension=self.dimension, raw=raw,
                               note=note[:1000])
         return Critique(scores={self.dimension: score}, findings=findings, scorers=[info_row])
-
-
-def describe_verifier(cls: type[Verifier], opts: BackendOptions) -> dict:
-    return cls(opts).describe()
