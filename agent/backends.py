@@ -15,6 +15,28 @@ from typing import Any
 from agent.config import RunConfig
 from contract.options import BackendOptions
 
+COMPOSITE = "reasoning.verifiers.composite"
+
+
+class _Registry(dict):
+    """A role's names → modules. A ``+``-joined critic name (``offline+desync+clap``) is known when every part
+    is a known single critic: it builds a composite critic (``reasoning.verifiers.composite``)."""
+
+    def __contains__(self, name: object) -> bool:
+        if isinstance(name, str) and "+" in name:
+            parts = name.split("+")
+            return all(p and p != "verified" and "+" not in p and dict.__contains__(self, p) for p in parts)
+        return dict.__contains__(self, name)
+
+    def __getitem__(self, name: str) -> str:
+        if isinstance(name, str) and "+" in name and name in self:
+            return COMPOSITE
+        return dict.__getitem__(self, name)
+
+    def get(self, name, default=None):
+        return self[name] if name in self else default
+
+
 REGISTRY: dict[str, dict[str, str]] = {
     "watcher": {
         "offline": "reasoning.offline.watcher",
@@ -25,12 +47,18 @@ REGISTRY: dict[str, dict[str, str]] = {
         "offline": "generator.offline.renderer",
         "thinksound": "generator.thinksound.renderer",
     },
-    "critic": {
+    "critic": _Registry({
         "offline": "reasoning.offline.critic",
         "qwen": "reasoning.qwen.judge",
         "qwen-omni": "reasoning.qwen.omni",
         "openai": "reasoning.openai_backend.judge",
-    },
+        # Verifiers (options: {"synchformer": PATH, "clap": DIR, "aesthetics": DIR}) and the preset that stacks
+        # every verifier with weights on top of the offline critic; "a+b+c" names build composites.
+        "desync": "reasoning.verifiers.desync",
+        "clap": "reasoning.verifiers.clap",
+        "aesthetics": "reasoning.verifiers.aesthetics",
+        "verified": COMPOSITE,
+    }),
     "refiner": {
         "offline": "reasoning.offline.refiner",
         "qwen": "reasoning.qwen.refiner",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from contract.options import DEFAULT_THRESHOLDS
 from contract.plan import DIMENSIONS
@@ -13,7 +13,7 @@ class RunConfig(BaseModel):
 
     watcher: str = "offline"
     renderer: str = "offline"
-    critic: str = "offline"
+    critic: str | None = None  # None → the default for the chosen path (``_default_critic``)
     refiner: str | None = None  # None → same family as the watcher (offline rules, or the VLM)
     rounds: int = Field(default=3, ge=1, le=20)
     seed: int = 0
@@ -42,6 +42,14 @@ class RunConfig(BaseModel):
         if v not in ("drop", "mix"):
             raise ValueError("keep_original must be 'drop' or 'mix'")
         return v
+
+    @model_validator(mode="after")
+    def _default_critic(self) -> "RunConfig":
+        """The real-model path (ThinkSound renderer + Qwen watcher) is checked by the verifiers whose weights are
+        present (``verified``); everything else by the offline critic. Resolved here, so stored configs say which."""
+        if self.critic is None:
+            self.critic = "verified" if (self.renderer == "thinksound" and self.watcher == "qwen") else "offline"
+        return self
 
     @property
     def refiner_name(self) -> str:

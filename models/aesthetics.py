@@ -31,11 +31,15 @@ class AestheticsScorer:
     def describe(self) -> dict:
         return describe(self.ref, name=NAME, default_repo=DEFAULT_REF)
 
+    def path(self) -> Path:
+        """The local model folder (raises ``ModelUnavailable``)."""
+        return resolve(self.ref, name=NAME, default_repo=DEFAULT_REF)
+
     def load(self) -> "AestheticsScorer":
         if self.model is None:
             from audiobox_aesthetics.model.aes import AesMultiOutput
 
-            path = resolve(self.ref, name=NAME, default_repo=DEFAULT_REF)
+            path = self.path()
             model = AesMultiOutput.from_pretrained(str(path))
             tt = model.target_transform or {}
             if any(ax not in tt or not {"mean", "std"} <= set(tt[ax]) for ax in AXES):

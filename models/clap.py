@@ -30,6 +30,10 @@ class ClapScorer:
         self.device = device
         self.model = self.processor = None
 
+    def path(self) -> Path:
+        """The local model folder (raises ``ModelUnavailable``)."""
+        return self._resolve()
+
     def _resolve(self) -> Path:
         return resolve(self.ref, name=NAME, default_repo=DEFAULT_REF,
                        required=REQUIRED)
@@ -80,7 +84,12 @@ class ClapScorer:
         import torch
 
         self.load()
-        tok = self.processor.tokenizer(caption, padding=True, truncation=True, return_tensors="pt")
+        tokenizer = self.processor.tokenizer
+        # RoBERTa positions start after the padding index: a checkpoint with P positions reads P - 2 tokens. A
+        # tokenizer saved without model_max_length would otherwise let a long caption run past the table.
+        limit = int(self.model.config.text_config.max_position_embeddings) - 2
+        tok = tokenizer(caption, padding=True, truncation=True, return_tensors="pt",
+                        max_length=min(limit, int(tokenizer.model_max_length or limit)))
         with torch.inference_mode():
             out = self.model.get_text_features(**{k: v.to(self.device) for k, v in tok.items()})
         return out.pooler_output[0].float().cpu().numpy()

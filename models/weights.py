@@ -6,44 +6,35 @@ bring the weights over (``ModelUnavailable``), not with a stack trace from insid
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Sequence
 
-class ModelUnavailable(RuntimeError):
-    """A model's weights are not on this machine; ``str()`` is ``"<model> not found — <how to get it>"``."""
+from contract.errors import ModelMissing
+# One set of hub helpers for both front ends (this module for evaluation/verifiers, models.hub for generator
+# features): the cache folder and the repo-id test live in models.hub.
+from models.hub import _is_repo_id as looks_like_repo_id
+from models.hub import hf_cache_dir
+
+__all__ = ["ModelUnavailable", "describe", "describe_file", "hf_cache_dir", "how_to_get", "looks_like_repo_id",
+           "resolve", "resolve_file"]
+
+
+class ModelUnavailable(ModelMissing):
+    """A model's weights are not on this machine; ``str()`` is ``"<model> not found — <how to get it>"``.
+
+    A ``ModelMissing``, so the CLI maps it to exit 2 like every other absent model.
+    """
 
     def __init__(self, model: str, how_to_get: str):
         self.model, self.how_to_get = model, how_to_get
         super().__init__(f"{model} not found — {how_to_get}")
 
 
-def hf_cache_dir() -> Path:
-    """The hub cache folder, read at call time: HF_HUB_CACHE, else HF_HOME/hub, else ~/.cache/huggingface/hub."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
-    if os.environ.get("HF_HOME"):
-        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
-    return Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "huggingface" / "hub"
-
-
-def how_to_get(repo_id: str) -> str:
-    return (f"on a connected machine run `hf download {repo_id}`, copy its Hugging Face cache to {hf_cache_dir()} "
-            f"(or set HF_HOME), or pass a local model folder")
-
-
-def looks_like_repo_id(text: str) -> bool:
-    """'org/name' with hub-legal characters, and not a path (no leading ./ / ~, one slash)."""
-    if text.startswith((".", "/", "~")) or text.count("/") != 1:
-        return False
-    from huggingface_hub.errors import HFValidationError
-    from huggingface_hub.utils import validate_repo_id
-
-    try:
-        validate_repo_id(text)
-    except HFValidationError:
-        return False
-    return True
+def how_to_get(repo_id: str, filename: str | None = None) -> str:
+    what = f"{repo_id} {filename}" if filename else repo_id
+    local = f"pass the {filename} file (or a folder holding it)" if filename else "pass a local model folder"
+    return (f"on a connected machine run `hf download {what}`, copy its Hugging Face cache to {hf_cache_dir()} "
+            f"(or set HF_HOME), or {local}")
 
 
 def _missing(folder: Path, required: Sequence[str], weights: Sequence[str]) -> list[str]:
@@ -88,5 +79,36 @@ def describe(ref: str | Path, **kw) -> dict:
     """{"available", "where", "why"} for ``resolve(ref, **kw)``, without loading anything."""
     try:
         return {"available": True, "where": str(resolve(ref, **kw)), "why": ""}
+    except ModelUnavailable as exc:
+        return {"available": False, "where": "", "why": str(exc)}
+
+
+def resolve_file(ref: str | Path, *, name: str, default_repo: str, filename: str) -> Path:
+    """A single-file checkpoint: ``ref`` is the file, a folder holding ``filename`` (e.g. ThinkSound's weights
+    folder), or a hub id whose cached snapshot holds it. Never downloads; absent → ``ModelUnavailable``."""
+    text = str(ref)
+    p = Path(text).expanduser()
+    if p.exists() or not looks_like_repo_id(text):
+        if p.is_file():
+            return p
+        if p.is_dir():
+            if (p / filename).is_file():
+                return p / filename
+            raise ModelUnavailable(f"{name} {text}", f"folder has no {filename}; " + how_to_get(default_repo, filename))
+        raise ModelUnavailable(f"{name} {text}", "no such file or folder; " + how_to_get(default_repo, filename))
+    from huggingface_hub import hf_hub_download
+
+    cache = hf_cache_dir()
+    try:
+        return Path(hf_hub_download(text, filename, cache_dir=cache, local_files_only=True))
+    except (OSError, ValueError):
+        raise ModelUnavailable(f"{name} {text}", f"{filename} is not in the local Hugging Face cache {cache}; "
+                               + how_to_get(text, filename)) from None
+
+
+def describe_file(ref: str | Path, **kw) -> dict:
+    """{"available", "where", "why"} for ``resolve_file(ref, **kw)``, without loading anything."""
+    try:
+        return {"available": True, "where": str(resolve_file(ref, **kw)), "why": ""}
     except ModelUnavailable as exc:
         return {"available": False, "where": "", "why": str(exc)}

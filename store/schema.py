@@ -127,3 +127,67 @@ class Job(SQLModel, table=True):
     heartbeat_at: Optional[datetime] = None
     attempts: int = 0
     error: Optional[str] = None
+
+
+# ---- evaluations (``foleyloop eval``; created by create_all, so older databases gain them without a migration) ----
+class Eval(SQLModel, table=True):
+    """One evaluation of a corpus: which material (``corpus_hash``), which backends (``config_json``), which code."""
+
+    id: str = Field(primary_key=True)
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+    updated_at: datetime = Field(default_factory=utcnow)
+    status: str = Field(default="running", index=True)  # running | done | interrupted
+    corpus_path: str = ""
+    corpus_kind: str = ""  # folder | json | csv | corpus-manifest
+    corpus_hash: str = Field(default="", index=True)
+    n_clips: int = 0
+    config_json: str = "{}"  # {"run": RunConfig, "eval": {model refs, device}}
+    code_version: str = ""  # git describe, or the package version
+    code_dirty: Optional[bool] = None  # None: unknown (no git checkout)
+    out_dir: str = ""
+    summary_json: str = "{}"
+    error: Optional[str] = None
+
+    def config(self) -> dict:
+        return json.loads(self.config_json or "{}")
+
+    def summary(self) -> dict:
+        return json.loads(self.summary_json or "{}")
+
+
+class EvalClip(SQLModel, table=True):
+    """One clip of an evaluation: its run, and the independent metrics of round 0 and of the kept round."""
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    eval_id: str = Field(foreign_key="eval.id", index=True)
+    position: int = 0
+    name: str = ""
+    content_group: str = ""
+    video_path: str = ""  # as the corpus gives it
+    reference: str = ""  # a file, "own" (the video's own soundtrack) or "none"
+    notes: str = ""
+    labels_json: str = "[]"
+    run_id: Optional[str] = Field(default=None, index=True)
+    status: str = "pending"  # pending | dubbed | scored | failed
+    error: Optional[str] = None
+    round0_id: Optional[int] = None
+    kept_id: Optional[int] = None
+    kept_index: Optional[int] = None
+    kept_later: Optional[bool] = None  # the loop kept a round after round 0
+    no_worse: Optional[bool] = None  # kept round no worse than round 0 on every independent measure
+    metrics_json: str = "{}"  # {"round0": {...}, "kept": {...}}
+    critic_json: str = "[]"  # per round of branch 0: {"index", "overall", "scores"}
+    timings_json: str = "{}"  # seconds per step / metric
+    updated_at: datetime = Field(default_factory=utcnow)
+
+    def metrics(self) -> dict:
+        return json.loads(self.metrics_json or "{}")
+
+    def critic(self) -> list:
+        return json.loads(self.critic_json or "[]")
+
+    def timings(self) -> dict:
+        return json.loads(self.timings_json or "{}")
+
+    def labels(self) -> list:
+        return json.loads(self.labels_json or "[]")

@@ -1,43 +1,17 @@
 """CLAP and Audiobox Aesthetics scorers: tiny random models saved to disk, loaded through the real loading code."""
 
-import json
-
 import numpy as np
 import pytest
 
 from models.weights import ModelUnavailable
 
-CAPTIONS = ["a dog barks twice", "footsteps on gravel", "rain on a tin roof", "a door slams shut", "birds sing"]
-
 
 @pytest.fixture(scope="module")
 def tiny_clap_dir(tmp_path_factory, one_torch_thread):
     """A tiny ClapModel + ClapProcessor (byte-level BPE RoBERTa tokenizer trained here) in a folder."""
-    import torch
-    from tokenizers import ByteLevelBPETokenizer
-    from transformers import ClapConfig, ClapFeatureExtractor, ClapModel, ClapProcessor, RobertaTokenizer
+    from tests.eval_fixtures import write_tiny_clap
 
-    d = tmp_path_factory.mktemp("tiny_clap")
-    bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(CAPTIONS * 20, vocab_size=300, min_frequency=1,
-                            special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
-    vocab = bpe.get_vocab()
-    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m)
-              for m in json.loads(bpe._tokenizer.to_str())["model"]["merges"]]
-    tok = RobertaTokenizer(vocab=vocab, merges=merges)
-    fe = ClapFeatureExtractor(feature_size=64, sampling_rate=48000, max_length_s=2, truncation="rand_trunc",
-                              padding="repeatpad")
-    cfg = ClapConfig(
-        text_config=dict(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                         intermediate_size=32, max_position_embeddings=64, pad_token_id=1, bos_token_id=0,
-                         eos_token_id=2),
-        audio_config=dict(spec_size=256, num_mel_bins=64, patch_embeds_hidden_size=8, depths=[1, 1],
-                          num_attention_heads=[1, 2], hidden_size=16, window_size=4),
-        projection_dim=8)
-    torch.manual_seed(0)
-    ClapModel(cfg).eval().save_pretrained(d)
-    ClapProcessor(feature_extractor=fe, tokenizer=tok).save_pretrained(d)
-    return d
+    return write_tiny_clap(tmp_path_factory.mktemp("tiny_clap"))
 
 
 def test_clap_scores_through_the_real_loader(tiny_clap_dir):
@@ -91,21 +65,10 @@ def test_hf_cache_snapshot_is_found(tmp_path, monkeypatch, tiny_clap_dir):
 @pytest.fixture(scope="module")
 def tiny_aes_dir(tmp_path_factory, one_torch_thread):
     """A tiny AesMultiOutput saved with save_pretrained (the encoder size is a module constant: patched small)."""
-    import torch
-    from audiobox_aesthetics.model import aes
-    from audiobox_aesthetics.model.wavlm import WavLMConfig
+    from tests.eval_fixtures import tiny_aes_patch, write_tiny_aesthetics
 
-    d = tmp_path_factory.mktemp("tiny_aes")
-    cfg = dict(aes.DEFAULT_AUDIO_CFG.__dict__)
-    cfg.update(encoder_layers=2, encoder_embed_dim=16, encoder_ffn_embed_dim=32, encoder_attention_heads=2,
-               conv_feature_layers="[(16,10,5)] + [(16,3,2)] * 4 + [(16,2,2)] * 2", conv_pos=16, conv_pos_groups=4,
-               num_buckets=32, max_distance=64)
-    mp = pytest.MonkeyPatch()
-    mp.setattr(aes, "DEFAULT_AUDIO_CFG", WavLMConfig(cfg))
-    torch.manual_seed(0)
-    tt = {ax: {"mean": 5.0 + i, "std": 1.5} for i, ax in enumerate(["CE", "CU", "PC", "PQ"])}
-    aes.AesMultiOutput(nth_layer=3, target_transform=tt).eval().save_pretrained(d)
-    yield d
+    mp = tiny_aes_patch()
+    yield write_tiny_aesthetics(tmp_path_factory.mktemp("tiny_aes"))
     mp.undo()
 
 

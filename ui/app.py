@@ -16,5 +16,6 @@ PAGES = [
     st.Page(HERE / "views" / "run.py", title="Run", icon=":material/movie:", url_path="run"),
     st.Page(HERE / "views" / "review.py", title="Review queue", icon=":material/rate_review:", url_path="review"),
     st.Page(HERE / "views" / "new_run.py", title="New run", icon=":material/add:", url_path="new"),
+    st.Page(HERE / "views" / "evaluations.py", title="Evaluations", icon=":material/analytics:", url_path="evals"),
 ]
 st.navigation(PAGES).run()

@@ -29,6 +29,7 @@ COMMANDS: list[tuple[str, str | None]] = [
     ("agent.cli.generate", None),  # text, edit
     ("agent.cli.tools", None),  # convert, check-oracle
     ("agent.cli.studio", None),  # ui, worker
+    ("agent.cli.eval", None),  # eval
 ]
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,

@@ -114,7 +114,8 @@ WatcherModel = Annotated[Optional[str], typer.Option("--watcher-model",
                                                      help="VLM hub id or local path (qwen/openai roles)")]
 Endpoint = Annotated[Optional[str], typer.Option("--endpoint", help="OpenAI-compatible base URL")]
 Renderer = Annotated[str, typer.Option("--renderer", help=f"Audio renderer: {_choices('renderer')}")]
-Critic = Annotated[str, typer.Option("--critic", help=f"Critic: {_choices('critic')}")]
+Critic = Annotated[Optional[str], typer.Option(
+    "--critic", help=f"Critic: {_choices('critic')}, or a+b+… (default: verified with thinksound+qwen, else offline)")]
 Refiner = Annotated[Optional[str], typer.Option(
     "--refiner", help=f"Refiner: {_choices('refiner')} (default: follows --watcher)")]
 MaxDuration = Annotated[float, typer.Option("--max-duration", help="Refuse videos longer than this (s)")]
@@ -157,7 +158,7 @@ def renderer_options(weights: Optional[Path] = None, steps: Optional[int] = None
 
 def build_config(*, rounds: int = 3, seed: int = 0, review: bool = False, watcher: str = "offline",
                  watcher_model: Optional[str] = None, endpoint: Optional[str] = None, renderer: str = "offline",
-                 critic: str = "offline", refiner: Optional[str] = None, max_duration: float = 600.0,
+                 critic: Optional[str] = None, refiner: Optional[str] = None, max_duration: float = 600.0,
                  keep_original: str = "drop", device: str = "auto", dtype: str = "fp32",
                  renderer_opts: Optional[dict] = None) -> RunConfig:
     """A validated RunConfig (UserError on an unknown backend or a bad value); ``device=auto`` is resolved here,
@@ -173,7 +174,7 @@ def build_config(*, rounds: int = 3, seed: int = 0, review: bool = False, watche
     if renderer_opts:
         options["renderer"] = dict(renderer_opts)
     for role, name in (("watcher", watcher), ("renderer", renderer), ("critic", critic), ("refiner", refiner)):
-        if name is not None and name not in REGISTRY[role]:
+        if name is not None and name not in REGISTRY[role]:  # a critic may be a+b+… (see agent.backends)
             raise UserError(f"unknown {role} backend {name!r} (known: {', '.join(sorted(REGISTRY[role]))})")
     if device not in ("auto", "cpu", "mps") and not device.startswith("cuda"):
         raise UserError(f"--device must be auto, cpu, cuda[:N] or mps, got {device!r}")

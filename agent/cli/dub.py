@@ -39,7 +39,7 @@ def dub(ctx: typer.Context,
         video: Annotated[str, typer.Argument(help="Video file, or sample:bigbuckbunny / sample:bikes")],
         out: Out = None, force: Force = False, rounds: Rounds = 3, seed: Seed = 0, review: Review = False,
         watcher: Watcher = "offline", watcher_model: WatcherModel = None, endpoint: Endpoint = None,
-        renderer: Renderer = "offline", weights: Weights = None, critic: Critic = "offline", refiner: Refiner = None,
+        renderer: Renderer = "offline", weights: Weights = None, critic: Critic = None, refiner: Refiner = None,
         max_duration: MaxDuration = 600.0, keep_original: KeepOriginal = "drop", device: Device = "auto",
         dtype: Dtype = "fp32", steps: Steps = None, cfg_scale: CfgScale = None, metaclip: MetaClip = None,
         t5: T5 = None, synchformer: Synchformer = None, db: Db = None, debug: Debug = False):
@@ -65,7 +65,7 @@ def batch(ctx: typer.Context, folder: Annotated[Path, typer.Argument(help="Folde
           out_dir: Annotated[Path, typer.Option("--out-dir", help="Where dubbed videos go")],
           force: Force = False, rounds: Rounds = 3, seed: Seed = 0, watcher: Watcher = "offline",
           watcher_model: WatcherModel = None, endpoint: Endpoint = None, renderer: Renderer = "offline",
-          weights: Weights = None, critic: Critic = "offline", refiner: Refiner = None,
+          weights: Weights = None, critic: Critic = None, refiner: Refiner = None,
           max_duration: MaxDuration = 600.0, keep_original: KeepOriginal = "drop", device: Device = "auto",
           dtype: Dtype = "fp32", db: Db = None, debug: Debug = False):
     """Dub every video in a folder; bad files are recorded as failed runs and skipped."""

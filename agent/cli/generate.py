@@ -27,7 +27,7 @@ def _slug(text: str, words: int = 4) -> str:
 def text_cmd(ctx: typer.Context, prompt: Annotated[str, typer.Argument(help="What to hear")],
              duration: Annotated[float, typer.Option("--duration", help="Seconds")] = 8.0,
              out: Out = None, force: Force = False, rounds: Rounds = 3, seed: Seed = 0,
-             renderer: Renderer = "offline", weights: Weights = None, critic: Critic = "offline",
+             renderer: Renderer = "offline", weights: Weights = None, critic: Critic = None,
              refiner: Refiner = None, steps: Steps = None, cfg_scale: CfgScale = None, metaclip: MetaClip = None,
              t5: T5 = None, synchformer: Synchformer = None, device: Device = "auto", dtype: Dtype = "fp32",
              db: Db = None, debug: Debug = False):

@@ -1,0 +1,110 @@
+"""The measures an evaluation reports for each clip and condition, which way is better, and the per-clip scoring
+that does not need a model (reference metrics + the cross-clip control).
+
+Conditions: ``round0`` (the single shot: the watcher's plan rendered once) and ``kept`` (the round the loop kept).
+A measure that could not be computed is None with a ``<key>_why`` saying why, never a made-up number.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from evaluation.metrics import ClipAudio, compare, cross_clip_control, silence_dropouts
+
+CONDITIONS = ("round0", "kept")
+CONDITION_LABEL = {"round0": "single shot (round 0)", "kept": "loop (kept round)"}
+TIE_EPS = 1e-6  # |Δ| at or below this counts as tied
+
+
+@dataclass(frozen=True)
+class Measure:
+    key: str
+    label: str
+    better: str = ""  # "higher" | "lower" | "" (context only, e.g. the chance level)
+    digits: int = 3
+    kind: str = "reference"  # reference | control | model
+
+    def delta_sign(self, a: float | None, b: float | None) -> int | None:
+        """+1 when ``b`` is better than ``a``, -1 worse, 0 tied; None when either is missing or not directional."""
+        if a is None or b is None or not self.better:
+            return None
+        d = (b - a) if self.better == "higher" else (a - b)
+        return 0 if abs(d) <= TIE_EPS else (1 if d > 0 else -1)
+
+
+MEASURES: tuple[Measure, ...] = (
+    Measure("onset_f1", "onset F1", "higher"),
+    Measure("onset_f1_chance", "F1 chance"),
+    Measure("onset_f1_above_chance", "F1 − chance", "higher"),
+    Measure("xcorr_max", "env xcorr", "higher"),
+    Measure("rms_r_1000ms", "RMS r 1 s", "higher"),
+    Measure("rms_r_250ms", "RMS r 250 ms", "higher"),
+    Measure("logmel_profile_r", "log-mel r", "higher"),
+    Measure("logmel_frame_r", "log-mel frame r", "higher"),
+    Measure("control_other_r", "ctl other r", kind="control"),
+    Measure("control_margin", "ctl own−other", "higher", kind="control"),
+    Measure("control_rank", "ctl rank", "lower", 0, kind="control"),
+    Measure("gen_dropout_s", "dropout s", "lower", 2),
+    Measure("desync_s", "DeSync s", "lower", 2, kind="model"),
+    Measure("clap", "CLAP", "higher", kind="model"),
+    Measure("aes_PQ", "PQ", "higher", 2, kind="model"),
+    Measure("aes_PC", "PC", "", 2, kind="model"),
+    Measure("aes_CE", "CE", "higher", 2, kind="model"),
+    Measure("aes_CU", "CU", "higher", 2, kind="model"),
+)
+BY_KEY = {m.key: m for m in MEASURES}
+DIRECTIONAL = tuple(m for m in MEASURES if m.better)
+
+
+def reference_metrics(gen: ClipAudio, ref: ClipAudio | None, refs: Sequence[ClipAudio | None], own: int,
+                      why_no_ref: str = "no reference soundtrack") -> dict:
+    """All reference metrics of one generated track plus the cross-clip control against every clip's reference.
+
+    ``refs[own]`` is this clip's reference; clips without one are left out of the control.
+    """
+    drops = silence_dropouts(gen)
+    base = {"gen_duration_s": gen.duration_s, "gen_dropouts": drops,
+            "gen_dropout_s": float(sum(d["duration_s"] for d in drops))}
+    if ref is None:
+        return base | {"reference_why": why_no_ref}
+    out = compare(gen, ref)
+    present = [(i, r) for i, r in enumerate(refs) if r is not None]
+    idx = [i for i, _ in present].index(own)
+    ctl = cross_clip_control(gen, [r for _, r in present], idx)
+    margin = (ctl["own_r"] - ctl["mean_other_r"]
+              if ctl["own_r"] is not None and ctl["mean_other_r"] is not None else None)
+    out |= {"control_own_r": ctl["own_r"], "control_other_r": ctl["mean_other_r"], "control_margin": margin,
+            "control_rank": ctl["rank"] if ctl["n_clips"] > 1 else None, "control_n": ctl["n_clips"]}
+    if ctl["n_clips"] < 2:
+        out["control_why"] = "only one clip has a reference: nothing to control against"
+    return out | {k: v for k, v in base.items() if k not in out}
+
+
+def compare_conditions(a: dict, b: dict, measures: Iterable[Measure] = DIRECTIONAL) -> dict:
+    """Per measure sign of ``b`` vs ``a`` (+1 better, -1 worse, 0 tied) for the measures both have."""
+    out = {}
+    for m in measures:
+        s = m.delta_sign(a.get(m.key), b.get(m.key))
+        if s is not None:
+            out[m.key] = s
+    return out
+
+
+def no_worse(round0: dict, kept: dict) -> tuple[bool | None, dict]:
+    """Is the kept round no worse than round 0 on every independent measure both conditions have?
+
+    Returns (verdict — None when nothing is comparable, {"better", "worse", "tied", "worse_on"}).
+    """
+    signs = compare_conditions(round0, kept)
+    counts = {"better": sum(s > 0 for s in signs.values()), "worse": sum(s < 0 for s in signs.values()),
+              "tied": sum(s == 0 for s in signs.values()),
+              "worse_on": [k for k, s in signs.items() if s < 0]}
+    return (None if not signs else counts["worse"] == 0), counts
+
+
+def mean_or_none(values: Iterable[float | None]) -> float | None:
+    v = [x for x in values if x is not None and np.isfinite(x)]
+    return float(np.mean(v)) if v else None
