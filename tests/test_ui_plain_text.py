@@ -109,9 +109,9 @@ def test_run_lookup_and_review_and_runs_pages_escape_user_text(evil_store, monke
     _check_page(at, "run lookup")
     assert "There is no run" in at.error[0].value
 
-    from agent import graph
+    from agent import runs
 
-    monkeypatch.setattr(graph, "pending_review", lambda s, run_id: {"plan": plan.to_json(), "round_id": 7})
+    monkeypatch.setattr(runs, "pending_review", lambda s, run_id: {"plan": plan.to_json(), "round_id": 7})
     at = _app("views/review.py")
     _check_page(at, "review")
     assert any(BEACON in str(t.value) for t in at.text)

@@ -10,7 +10,7 @@ import typer
 from agent.cli.common import (CfgScale, Critic, Db, Debug, Device, Dtype, Endpoint, Force, KeepOriginal, MaxDuration,
                               MetaClip, Out, Progress, Refiner, Renderer, Review, Rounds, Seed, Steps, Synchformer, T5,
                               Watcher, WatcherModel, Weights, build_config, err_console, fmt, free_path, out_console,
-                              renderer_options, report, store)
+                              renderer_options, report, writable_store)
 from contract.errors import UserError
 
 app = typer.Typer()
@@ -46,6 +46,7 @@ def dub(ctx: typer.Context,
     """Dub one video end to end (default output ./NAME.foley.mp4, never over an existing file)."""
     from agent import outputs, runs
 
+    st = writable_store(ctx)
     cfg = build_config(rounds=rounds, seed=seed, review=review, watcher=watcher, watcher_model=watcher_model,
                        endpoint=endpoint, renderer=renderer, critic=critic, refiner=refiner,
                        max_duration=max_duration, keep_original=keep_original, device=device, dtype=dtype,
@@ -53,8 +54,7 @@ def dub(ctx: typer.Context,
     path = resolve_video(video)
     out_path = outputs.check_out(out if out is not None else free_path(Path.cwd() / out_name(path)), "video",
                                  inputs=[path], force=force)
-    st = store(ctx)
-    run_id = runs.create_dub_run(st, path, cfg, status="running", out=out_path)
+    run_id = runs.create_dub_run(st, path, cfg, status="running", out=out_path, load_backends=True)
     err_console.print(f"run [bold]{run_id}[/bold]: dubbing {path.name} ({cfg.rounds} rounds max)")
     result = runs.execute_dub(st, run_id, out_path, force=force, on_event=Progress())
     report(st, run_id, result)
@@ -72,6 +72,7 @@ def batch(ctx: typer.Context, folder: Annotated[Path, typer.Argument(help="Folde
     from agent import outputs, runs
     from store.media import MediaError
 
+    st = writable_store(ctx)
     if not folder.is_dir():
         raise UserError(f"{folder}: not a folder")
     outputs.check_folder(out_dir, "--out-dir")
@@ -82,7 +83,6 @@ def batch(ctx: typer.Context, folder: Annotated[Path, typer.Argument(help="Folde
     videos = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_EXTS)
     if not videos:
         raise UserError(f"{folder}: no video files ({', '.join(sorted(VIDEO_EXTS))})")
-    st = store(ctx)
     failures = 0
     for p in videos:
         try:
