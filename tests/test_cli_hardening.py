@@ -23,6 +23,7 @@ from contract.plan import Plan, PlanInvalid
 from store.db import Store
 from tests import fakes
 from tests.helpers import FAKE, ROOT, tiny_clip
+from tests.test_openai_hardening import raw  # noqa: F401  (a scripted socket server on 127.0.0.1)
 
 CFG = RunConfig(watcher="fake", renderer="fake", critic="fake", refiner="fake", rounds=1)
 SECRET = "s3cr3tPW"
@@ -233,6 +234,7 @@ def test_a_read_only_database_is_listable_and_every_writing_command_refuses_firs
     db = store.db_path
     plan = plan_file(tmp_path / "p.json", first_plan(store, run_id))
     (tmp_path / "videos").mkdir()
+    (tmp_path / "videos" / "a.mp4").write_bytes(clip.read_bytes())
     _deny_writes(monkeypatch, db)
     probes = []
     real_probe = media.probe
@@ -401,3 +403,53 @@ def test_dub_with_missing_weights_records_no_run(tmp_path, clip, capsys, fake_ba
     assert code == 2
     assert "thinksound" in one_error_line(capsys).lower()
     assert Store(db).list_runs() == []
+
+
+# ---- items 4 and 9 through the CLI ------------------------------------------------------------------------------------
+def test_a_flooding_endpoint_fails_the_dub_with_one_line_and_a_capped_raw_reply(tmp_path, clip, capsys, raw,
+                                                                              fake_backends):
+    from reasoning.openai_backend.client import MAX_RESPONSE_BYTES
+    from tests.test_openai_hardening import flood_chunked
+
+    srv = raw(flood_chunked)
+    db = tmp_path / "fl.db"
+    assert main(["--db", str(db), "dub", str(clip), "--watcher", "openai", "--endpoint", srv.url,
+                 "--watcher-model", "m", "--renderer", "fake", "--critic", "fake", "--refiner", "fake",
+                 "--out", str(tmp_path / "o.mp4")]) == 1
+    line = one_error_line(capsys)
+    assert f"over the {MAX_RESPONSE_BYTES}-byte limit" in line and len(line) < 600
+    assert srv.sent < 8 * MAX_RESPONSE_BYTES  # it stopped reading: the server had 400 MB ready
+    store = Store(db)
+    (run,) = store.list_runs()
+    (rnd,) = store.rounds(run.id)
+    assert run.status == "failed" and rnd.status == "failed" and 0 < len(rnd.raw_output) <= 200_000
+
+
+def test_a_worse_fork_through_the_cli_keeps_the_runs_best_and_output(tmp_path, clip, capsys, fake_backends):
+    db = tmp_path / "fl.db"
+    assert main(["--db", str(db), "dub", str(clip), *FAKE, "--out", str(tmp_path / "o.mp4")]) == 0
+    store = Store(db)
+    (run,) = store.list_runs()
+    worse = plan_file(tmp_path / "worse.json", first_plan(store, run.id).model_copy(update={"caption": "quiet"}))
+    assert main(["--db", str(db), "regenerate", run.id, "--round", "0", "--plan", str(worse), "--rounds", "1",
+                 "--out", str(tmp_path / "worse.mp4")]) == 0
+    after = store.get_run(run.id)
+    assert (after.best_round_id, after.best_overall, after.output_path) == \
+        (run.best_round_id, run.best_overall, run.output_path)
+    assert after.branches()["1"]["best_overall"] < run.best_overall and (tmp_path / "worse.mp4").is_file()
+    capsys.readouterr()
+    assert main(["--db", str(db), "show", run.id, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["best_round_id"] == run.best_round_id
+
+
+LEAKY_LOG = ("import logging, sys; from tests import fakes; fakes.install(); from agent.cli import main; "
+             "fakes.FakeRenderer.render = lambda *a, **k: (logging.getLogger('leaky').warning("
+             "'retrying https://bob:%s@cdn.example/put', sys.argv[1]), 1 / 0); sys.exit(main(sys.argv[2:]))")
+
+
+def test_log_lines_are_redacted_too(tmp_path, clip):
+    proc = subprocess.run([sys.executable, "-c", LEAKY_LOG, SECRET, "--db", str(tmp_path / "fl.db"), "dub", str(clip),
+                           *FAKE, "--out", str(tmp_path / "o.mp4")], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120, env=os.environ | {"PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 1 and "retrying https://***@cdn.example/put" in proc.stderr, proc.stderr[-2000:]
+    assert SECRET not in proc.stderr + proc.stdout

@@ -36,10 +36,26 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Give silent video its sound.")
 
 
+class RedactLogs(logging.Filter):
+    """Credentials out of every log line the CLI prints (a backend may log an endpoint URL with its password)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from store.redact import redact_text
+
+        text = record.getMessage()
+        clean = redact_text(text)
+        if clean != text:
+            record.msg, record.args = clean, None
+        return True
+
+
 @app.callback()
 def _root(ctx: typer.Context, db: Db = None, debug: Debug = False):
     """Give silent video its sound. --db and --debug work before or after the command name."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, RedactLogs) for f in handler.filters):
+            handler.addFilter(RedactLogs())
     state(ctx)
 
 

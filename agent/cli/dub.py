@@ -46,7 +46,6 @@ def dub(ctx: typer.Context,
     """Dub one video end to end (default output ./NAME.foley.mp4, never over an existing file)."""
     from agent import outputs, runs
 
-    st = writable_store(ctx)
     cfg = build_config(rounds=rounds, seed=seed, review=review, watcher=watcher, watcher_model=watcher_model,
                        endpoint=endpoint, renderer=renderer, critic=critic, refiner=refiner,
                        max_duration=max_duration, keep_original=keep_original, device=device, dtype=dtype,
@@ -54,6 +53,7 @@ def dub(ctx: typer.Context,
     path = resolve_video(video)
     out_path = outputs.check_out(out if out is not None else free_path(Path.cwd() / out_name(path)), "video",
                                  inputs=[path], force=force)
+    st = writable_store(ctx)  # the arguments are checked; now, before the input is probed or a model loads
     run_id = runs.create_dub_run(st, path, cfg, status="running", out=out_path, load_backends=True)
     err_console.print(f"run [bold]{run_id}[/bold]: dubbing {path.name} ({cfg.rounds} rounds max)")
     result = runs.execute_dub(st, run_id, out_path, force=force, on_event=Progress())
@@ -72,7 +72,6 @@ def batch(ctx: typer.Context, folder: Annotated[Path, typer.Argument(help="Folde
     from agent import outputs, runs
     from store.media import MediaError
 
-    st = writable_store(ctx)
     if not folder.is_dir():
         raise UserError(f"{folder}: not a folder")
     outputs.check_folder(out_dir, "--out-dir")
@@ -83,6 +82,7 @@ def batch(ctx: typer.Context, folder: Annotated[Path, typer.Argument(help="Folde
     videos = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_EXTS)
     if not videos:
         raise UserError(f"{folder}: no video files ({', '.join(sorted(VIDEO_EXTS))})")
+    st = writable_store(ctx)
     failures = 0
     for p in videos:
         try:

@@ -36,7 +36,6 @@ def text_cmd(ctx: typer.Context, prompt: Annotated[str, typer.Argument(help="Wha
     from contract.errors import BackendError, ModelMissing
     from contract.plan import MAX_TEXT_DURATION_S
 
-    st = writable_store(ctx)
     if not 0 < duration <= MAX_TEXT_DURATION_S:  # the cap of every text-to-audio plan (``Plan.check_for_text``)
         raise UserError(f"--duration must be > 0 and at most {MAX_TEXT_DURATION_S:g} s for text-to-audio, "
                         f"got {duration:g}")
@@ -46,6 +45,7 @@ def text_cmd(ctx: typer.Context, prompt: Annotated[str, typer.Argument(help="Wha
                        renderer_opts=renderer_options(weights, steps, cfg_scale, metaclip, t5, synchformer))
     out_path = outputs.check_out(out if out is not None else free_path(Path.cwd() / f"{_slug(prompt)}.wav"), "audio",
                                  force=force)
+    st = writable_store(ctx)
     err_console.print(f"text-to-audio: {plan.caption!r}, {duration:g} s, {cfg.rounds} rounds max, "
                       f"renderer {cfg.renderer}")
     try:
