@@ -445,11 +445,16 @@ class EditSource:
 def edit_source(store: Store, source: str) -> EditSource:
     """An audio file, or a run id ('last' works): a run's best track (highest-scoring round across branches)."""
     p = Path(source).expanduser()
-    if p.is_file():
+    try:
+        is_file = p.is_file()
+    except OSError:  # a name no file system allows (100 KB): it can only be a (wrong) run id
+        is_file = False
+    if is_file:
         return EditSource(p)
     run = store.get_run(source)
     if run is None:
-        raise UserError(f"{source}: no such audio file, and no run with that id in {store.db_path}")
+        shown = source if len(source) <= 64 else f"{source[:64]}…"  # no run id is longer; never echo 100 KB
+        raise UserError(f"{shown}: no such audio file, and no run with that id in {store.db_path}")
     rnd = best_round(store, run)
     if rnd is None or rnd.audio_artifact_id is None:
         rounds = [r for r in store.rounds(run.id) if r.audio_artifact_id is not None]

@@ -295,6 +295,25 @@ def test_odd_run_ids_are_a_short_no_run_error(run_id, done, capsys):
         assert line.startswith("error: no run") and len(line) < 64 * 4 + 200, (argv, len(line))
 
 
+@pytest.mark.parametrize("argv", [
+    ["dub", "{long}.mp4", *FAKE], ["edit", "{long}", "--prompt", "x"], ["check-oracle", "{long}.pt"],
+    ["convert", "{long}.ckpt", "{tmp}/x.safetensors"], ["batch", "{long}", "--out-dir", "{tmp}/o"],
+    ["text", "rain", "--out", "{long}.wav"], ["--db", "{long}.db", "runs"],
+    ["regenerate", "{run}", "--round", "0", "--plan", "{long}.json"],
+])
+def test_a_100_kb_argument_is_a_short_exit_2(argv, done, tmp_path, capsys):
+    """A path or id of 100 KB: exit 2 with a line that quotes at most a little of it (not an 'internal error'
+    that echoes it all)."""
+    store, run_id = done
+    long = "a" * 100_000
+    before = snapshot(store.db_path)
+    args = [a.format(long=long, tmp=tmp_path, run=run_id) for a in argv]
+    assert main(["--db", str(store.db_path), *args] if args[0] != "--db" else args) == 2
+    line = one_error_line(capsys)
+    assert len(line) < 400, line[:500]
+    assert snapshot(store.db_path) == before
+
+
 def test_concurrent_first_use_through_the_cli(tmp_path):
     db = tmp_path / "fresh" / "fl.db"
     env = os.environ | {"PYTHONPATH": str(ROOT)}

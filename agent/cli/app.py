@@ -105,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         from contract.errors import BackendError
 
+        if isinstance(exc, OSError) and exc.errno == errno.ENAMETOOLONG:  # a path argument no file system allows
+            return _fail(f"error: a path is too long for this system: {_cut(str(exc.filename or ''), 80)}", 2, debug)
         if isinstance(exc, BackendError):  # a model answered badly or failed: not the user's input
             return _fail(f"error: {exc}", 1, debug)
         if isinstance(exc, OSError) and exc.errno in ENVIRONMENT_ERRNOS:  # e.g. the disk filled up mid-run
@@ -120,5 +122,12 @@ def _fail(message: str, code: int, debug: bool) -> int:
 
     if debug:
         print(redact_text(traceback.format_exc()), file=sys.stderr, end="", flush=True)
-    print(redact_text(" ".join(message.split())), file=sys.stderr, flush=True)
+    print(_cut(redact_text(" ".join(message.split())), MAX_ERROR_CHARS), file=sys.stderr, flush=True)
     return code
+
+
+MAX_ERROR_CHARS = 2000  # an error line quotes user input (a 100 KB argument): it stays a line, not a page
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else f"{text[:limit - 1]}…"

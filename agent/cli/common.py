@@ -221,9 +221,11 @@ def load_plan(path: Path, video_duration_s: Optional[float]) -> Plan:
     text-to-audio cap. UserError (exit 2) with one line naming the file otherwise."""
     try:
         return Plan.parse_user(Path(path), video_duration_s=video_duration_s)
-    except PlanInvalid as exc:
-        said = str(exc) if str(exc).startswith(f"{path}: ") else f"{path}: {exc}"  # the file is always named
-        raise UserError(f"not a valid plan: {said}") from None
+    except PlanInvalid as exc:  # the file named once, cut if it is absurdly long; then what is wrong, one line
+        name = str(path)
+        problems = [p.removeprefix(f"{name}: ") for p in exc.problems]
+        shown = name if len(name) <= 200 else f"{name[:199]}…"
+        raise UserError(f"not a valid plan: {shown}: {PlanInvalid(problems)}") from None
 
 
 def stored_plan(text: str, where: str) -> Plan:
