@@ -472,3 +472,24 @@ def test_log_lines_are_redacted_too(tmp_path, clip):
                           timeout=120, env=os.environ | {"PYTHONPATH": str(ROOT)})
     assert proc.returncode == 1 and "retrying https://***@cdn.example/put" in proc.stderr, proc.stderr[-2000:]
     assert SECRET not in proc.stderr + proc.stdout
+
+
+# ---- item 6: bad option values are exit 2 with a sentence, before anything is recorded --------------------------
+@pytest.mark.parametrize("args, needle", [
+    (["--seed", "-5"], "--seed: Input should be greater than or equal to 0"),
+    (["--seed", str(10 ** 24)], "--seed: Input should be less than or equal to 2147483647"),
+    (["--dtype", "fp8"], "--dtype must be fp32, fp16, bf16, got 'fp8'"),
+    (["--keep-original", "maybe"], "--keep-original: keep_original must be 'drop' or 'mix'"),
+    (["--max-duration", "-1"], "--max-duration: Input should be greater than 0"),
+])
+def test_bad_option_values_are_exit_2_with_a_sentence(args, needle, tmp_path, clip, capsys, fake_backends):
+    db = tmp_path / "fl.db"
+    assert main(["--db", str(db), "dub", str(clip), *FAKE, "--out", str(tmp_path / "o.mp4"), *args]) == 2
+    assert one_error_line(capsys) == f"error: {needle}"
+    assert not db.exists() or Store(db).list_runs() == []
+
+
+def test_runs_limit_out_of_range_is_exit_2(tmp_path, capsys):
+    for limit in ("-1", str(10 ** 24)):
+        assert main(["--db", str(tmp_path / "fl.db"), "runs", "--limit", limit]) == 2
+        assert "--limit must be between 0 and" in one_error_line(capsys)

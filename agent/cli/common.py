@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 
 from agent.backends import REGISTRY
@@ -186,12 +187,25 @@ def build_config(*, rounds: int = 3, seed: int = 0, review: bool = False, watche
             raise UserError(f"unknown {role} backend {name!r} (known: {', '.join(sorted(REGISTRY[role]))})")
     if device not in ("auto", "cpu", "mps") and not device.startswith("cuda"):
         raise UserError(f"--device must be auto, cpu, cuda[:N] or mps, got {device!r}")
+    if dtype not in DTYPES:  # otherwise the offline backends ignore it and a model backend fails mid-run
+        raise UserError(f"--dtype must be {', '.join(DTYPES)}, got {dtype!r}")
     try:
         return RunConfig(rounds=rounds, seed=seed, review=review, watcher=watcher, renderer=renderer, critic=critic,
                          refiner=refiner, max_duration_s=max_duration, keep_original=keep_original,
                          device=resolve_device(device), dtype=dtype, options=options)
-    except ValueError as exc:
-        raise UserError(str(exc).splitlines()[-1] if "\n" in str(exc) else str(exc)) from None
+    except ValidationError as exc:  # "--seed: Input should be ...", not pydantic's help-page footer
+        raise UserError("; ".join(f"{_flag(e['loc'])}: {str(e['msg']).removeprefix('Value error, ')}"
+                                  for e in exc.errors(include_url=False, include_input=False))) from None
+
+
+DTYPES = ("fp32", "fp16", "bf16")
+_FLAGS = {"max_duration_s": "--max-duration"}
+
+
+def _flag(loc: tuple) -> str:
+    """The command-line option a RunConfig field comes from (``max_duration_s`` → ``--max-duration``)."""
+    name = ".".join(map(str, loc))
+    return _FLAGS.get(name, "--" + name.replace("_", "-"))
 
 
 # ---- shared helpers ---------------------------------------------------------------------------------------------

@@ -11,9 +11,11 @@ from rich.table import Table
 
 from agent.cli.common import (AsJson, Db, Debug, RoundRef, fmt, get_run, out_console, round_by_ref, store,
                               stored_plan)
+from contract.errors import UserError
 from contract.plan import Plan
 
 app = typer.Typer()
+MAX_LIMIT = 1_000_000
 
 
 @app.command()
@@ -21,6 +23,8 @@ def runs(ctx: typer.Context, status: Annotated[Optional[str], typer.Option("--st
          limit: Annotated[int, typer.Option("--limit")] = 20, as_json: AsJson = False, db: Db = None,
          debug: Debug = False):
     """List recent runs."""
+    if not 0 <= limit <= MAX_LIMIT:  # SQLite cannot bind a 24-digit number; a negative LIMIT means "all"
+        raise UserError(f"--limit must be between 0 and {MAX_LIMIT}, got {limit}")
     rows = store(ctx).list_runs(status=status, limit=limit)
     if as_json:
         out_console.print_json(json.dumps([r.model_dump(mode="json") for r in rows]))
