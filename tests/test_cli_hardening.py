@@ -267,6 +267,12 @@ def test_unusable_databases_and_homes_are_exit_2(tmp_path, capsys, monkeypatch):
     assert "not a foleyloop database" in line and str(notes) in line
     assert notes.read_text().startswith("my notes")
 
+    for special in ("/dev/null", str(tmp_path / "fifo")):
+        if special.endswith("fifo"):
+            os.mkfifo(special)
+        assert main(["--db", special, "runs"]) == 2
+        assert one_error_line(capsys) == f"error: --db {special} is not a regular file"
+
     home_file = tmp_path / "home-file"
     home_file.write_text("x")
     monkeypatch.setenv("FOLEYLOOP_HOME", str(home_file))

@@ -84,6 +84,8 @@ def check_db(path: Path) -> Path:
         raise UserError(f"--db {p}: {parent} is a file, not a directory")
     if not p.exists() and not os.access(parent, os.W_OK | os.X_OK):
         raise UserError(f"--db {p}: cannot create it, {parent} is not writable")
+    if p.exists() and not p.is_file():  # /dev/null, a FIFO, a socket: SQLite cannot keep a database there
+        raise UserError(f"--db {p} is not a regular file")
     if p.exists() and not os.access(p, os.R_OK):
         raise UserError(f"--db {p} is not readable")
     return p
