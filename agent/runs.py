@@ -238,7 +238,7 @@ def create_dub_run(store: Store, video: str | Path, cfg: RunConfig, status: str 
     if out is not None:
         outputs.check_container(Path(out), info.video_codec)
     t0 = time.perf_counter()
-    if load_backends:
+    if load_backends:  # ModelMissing/BadWeights here: nothing is recorded
         _load_backends(cfg)
     load_s = time.perf_counter() - t0
     run = store.create_run(video_path=info.path, video_sha256=media.sha256_file(path), video_info_json=info.to_dict(),

@@ -253,7 +253,6 @@ def stored_plan(text: str, where: str) -> Plan:
         raise UserError(f"the plan stored with {where} cannot be read: {exc}") from None
 
 
-
 def round_by_ref(st, run, ref: str):
     branch, _, index = ref.rpartition(".")
     try:
