@@ -8,6 +8,9 @@ from contract.options import DEFAULT_THRESHOLDS
 from contract.plan import DIMENSIONS
 
 
+MAX_SEED = 2**31 - 1  # the studio's bound too; refined rounds add one per round
+
+
 class RunConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -16,7 +19,7 @@ class RunConfig(BaseModel):
     critic: str | None = None  # None → the default for the chosen path (``_default_critic``)
     refiner: str | None = None  # None → same family as the watcher (offline rules, or the VLM)
     rounds: int = Field(default=3, ge=1, le=20)
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=MAX_SEED)  # numpy refuses < 0; SQLite rows hold ≤ 2**63 - 1
     thresholds: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
     min_improvement: float = Field(default=0.005, ge=0.0)
     patience: int = Field(default=1, ge=1)  # rounds without improvement before stopping

@@ -20,7 +20,7 @@ from langgraph.types import interrupt
 from agent import backends, outputs
 from agent.state import RunContext, RunState
 from contract.errors import BackendError, UserError
-from contract.plan import Critique, Plan
+from contract.plan import Critique, Plan, PlanInvalid
 from reasoning.policy import decide
 from store import media
 from store.db import Store
@@ -45,7 +45,19 @@ def _info(ctx: RunContext, run_id: str) -> VideoInfo | None:
 
 
 def _plan(rnd: Round) -> Plan:
-    return Plan.from_json(rnd.plan_json)
+    """A stored round's plan: types checked, size bounds not (a row older than the bounds still runs)."""
+    return Plan.from_stored(rnd.plan_json)
+
+
+def plan_length(run: Run) -> float | None:
+    """What a new plan for ``run`` must last (``Plan.parse_user``'s ``video_duration_s``): the video's length, or
+    the edited audio's; None for text-to-audio, whose plans are capped instead. PlanInvalid for a run with no
+    recorded length (there is nothing to check a plan against)."""
+    if run.kind == "text":
+        return None
+    if not run.duration_s:
+        raise PlanInvalid(f"run {run.id} has no recorded length to check a plan against")
+    return float(run.duration_s)
 
 
 def probe(state: RunState, runtime: Runtime[RunContext]) -> dict:
@@ -94,7 +106,7 @@ def review(state: RunState, runtime: Runtime[RunContext]) -> dict:
     edited = answer.get("plan") if isinstance(answer, dict) else None
     if not edited:
         return {}
-    plan = Plan.from_json(edited)
+    plan = Plan.parse_user(edited, video_duration_s=plan_length(ctx.store.get_run(state["run_id"])))
     plan = plan.model_copy(update={"provenance": plan.provenance.model_copy(
         update={"author": "human", "parent_plan_id": _plan(rnd).plan_id, "round": rnd.index})})
     ctx.store.update_round(rnd.id, status="replaced")

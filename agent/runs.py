@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from langgraph.types import Command
+from pydantic import ValidationError
 from sqlalchemy import update
 
 from agent import backends, graph, nodes, outputs
@@ -30,7 +31,7 @@ from agent.config import RunConfig
 from agent.devices import resolve_device
 from agent.state import RunContext, RunState, thread_id
 from contract.errors import UserError
-from contract.plan import Event, EventKind, Plan, Provenance
+from contract.plan import Event, EventKind, Plan, PlanInvalid, Provenance
 from store import media
 from store.db import Store
 from store.schema import NodeEvent, Round, Run
@@ -62,6 +63,17 @@ def run_status(result: dict) -> str:
 def describe_backends(cfg: RunConfig) -> dict:
     return {"watcher": cfg.watcher, "renderer": cfg.renderer, "critic": cfg.critic, "refiner": cfg.refiner_name,
             "options": cfg.options}
+
+
+plan_length = nodes.plan_length  # what a new plan for a run must last (None: text-to-audio)
+
+
+def check_plan(plan: Plan | str | dict, length: float | None) -> Plan:
+    """A plan handed to the service (by the CLI, the studio, the worker), through the user door: every bound,
+    and the length within ±0.5 s of ``length`` (or the text-to-audio cap when it is None). A ``Plan`` built in
+    code is checked again from its JSON, since ``model_copy(update=...)`` skips validation. PlanInvalid only."""
+    text = plan.model_dump_json() if isinstance(plan, Plan) else plan
+    return Plan.parse_user(text, video_duration_s=length)
 
 
 def _resolved(cfg: RunConfig) -> RunConfig:
@@ -210,11 +222,14 @@ def _record_model_ids(store: Store, run_id: str, cfg: RunConfig) -> None:
 
 # ---- dubbing ------------------------------------------------------------------------------------------------
 def create_dub_run(store: Store, video: str | Path, cfg: RunConfig, status: str = "queued",
-                   out: str | Path | None = None) -> str:
+                   out: str | Path | None = None, load_backends: bool = False) -> str:
     """Probe the input once and record a Run carrying the probe; bad input records a failed Run and raises
-    MediaError. ``out``, when given, must be a container that can hold the input's video (UserError)."""
+    MediaError. ``out``, when given, must be a container that can hold the input's video (UserError).
+    ``load_backends`` (a dub that runs now, in this process) loads every backend before the run is recorded, so
+    missing or bad weights (ModelMissing/BadWeights) record nothing; a queued run leaves that to its worker."""
     path = Path(video)
     cfg = _resolved(cfg)
+    store.require_writable()
     try:
         info = nodes.check_video(path, cfg.max_duration_s)
     except media.MediaError as exc:
@@ -222,9 +237,15 @@ def create_dub_run(store: Store, video: str | Path, cfg: RunConfig, status: str 
         raise
     if out is not None:
         outputs.check_container(Path(out), info.video_codec)
+    t0 = time.perf_counter()
+    if load_backends:  # ModelMissing/BadWeights here: nothing is recorded
+        _load_backends(cfg)
+    load_s = time.perf_counter() - t0
     run = store.create_run(video_path=info.path, video_sha256=media.sha256_file(path), video_info_json=info.to_dict(),
                            duration_s=info.duration_s, config_json=cfg.model_dump_json(), status=status,
                            backends_json=describe_backends(cfg))
+    if load_backends:
+        store.add_timing(run.id, "load", load_s)
     return run.id
 
 
@@ -242,7 +263,7 @@ def execute_dub(store: Store, run_id: str, out: str | Path | None, force: bool =
 
 def dub(store: Store, video: str | Path, cfg: RunConfig, out: str | Path | None = None, force: bool = False,
         on_event: OnEvent = None) -> tuple[str, dict]:
-    run_id = create_dub_run(store, video, cfg, status="running", out=out)
+    run_id = create_dub_run(store, video, cfg, status="running", out=out, load_backends=True)
     return run_id, execute_dub(store, run_id, out, force, on_event)
 
 
@@ -281,6 +302,8 @@ def resume(store: Store, run_id: str, answer: dict | None = None, on_event: OnEv
     run = store.get_run(run_id)
     if run is None:
         raise KeyError(f"no run {run_id!r}")
+    if isinstance(answer, dict) and answer.get("plan"):  # an edited plan answers a review: checked before anything
+        answer = {**answer, "plan": check_plan(answer["plan"], plan_length(run)).to_json()}
     cfg = RunConfig.model_validate_json(run.config_json)
     close_interrupted(store, run.id)
     results = {}
@@ -311,14 +334,21 @@ def pending_review(store: Store, run_id: str) -> dict | None:
 # ---- forks --------------------------------------------------------------------------------------------------
 def fork(store: Store, run_id: str, round_id: int, plan: Plan, rounds: int | None = None,
          author: str = "human") -> tuple[int, int]:
-    """Record a new branch whose first round is ``plan`` (parent = ``round_id``); nothing is overwritten."""
+    """Record a new branch whose first round is ``plan`` (parent = ``round_id``); nothing is overwritten. The plan
+    is checked (``check_plan``: bounds, and the run's length) and the parent's stored plan read before anything
+    is recorded (PlanInvalid)."""
     run = store.get_run(run_id)
     parent = store.get_round(round_id)
     if run is None or parent is None or parent.run_id != run.id:
         raise KeyError(f"no round {round_id} in run {run_id}")
+    plan = check_plan(plan, plan_length(run))
+    try:
+        parent_plan_id = Plan.from_stored(parent.plan_json).plan_id
+    except PlanInvalid as exc:
+        raise PlanInvalid(f"the plan stored with round {parent.branch}.{parent.index} cannot be read: {exc}") from None
     branch = store.next_branch(run.id)
     plan = plan.model_copy(update={"provenance": plan.provenance.model_copy(
-        update={"author": author, "parent_plan_id": Plan.from_json(parent.plan_json).plan_id, "round": 0})})
+        update={"author": author, "parent_plan_id": parent_plan_id, "round": 0})})
     rnd = store.add_round(run_id=run.id, index=0, branch=branch, author=author, parent_round_id=parent.id,
                           plan_json=plan.to_json(), seed=parent.seed)
     if rounds:
@@ -374,16 +404,22 @@ def plan_from_prompt(prompt: str, duration_s: float) -> Plan:
     if not duration_s > 0:
         raise UserError(f"--duration must be > 0, got {duration_s}")
     caption = " ".join(words[:12])
-    return Plan(caption=caption, semantic=" ".join(words), duration_s=float(duration_s),
-                events=[Event(id="e0", label=caption[:120], kind=EventKind.ambience, start_s=0.0,
-                              end_s=float(duration_s))],
-                provenance=Provenance(author="human"))
+    try:  # a prompt of 100 000 words, or an hour-long edit source: the plan's bounds say what is wrong
+        return Plan(caption=caption, semantic=" ".join(words), duration_s=float(duration_s),
+                    events=[Event(id="e0", label=caption[:120], kind=EventKind.ambience, start_s=0.0,
+                                  end_s=float(duration_s))],
+                    provenance=Provenance(author="human"))
+    except ValidationError as exc:
+        raise PlanInvalid.from_validation(exc) from None
 
 
 def text_to_audio(store: Store, plan: Plan, cfg: RunConfig, out: str | Path | None, force: bool = False,
                   on_event: OnEvent = None) -> tuple[str, dict]:
     """Render a plan with no video (text-to-audio): the loop runs render → critique → refine. The backends load
-    before the run is recorded, so missing weights record nothing."""
+    before the run is recorded, so missing weights record nothing; the plan is checked first (at most
+    ``MAX_TEXT_DURATION_S``, every bound: PlanInvalid)."""
+    plan = check_plan(plan, None)
+    store.require_writable()
     cfg = _resolved(cfg)
     _load_backends(cfg, ROLES[1:])
     run = store.create_run(kind="text", prompt=plan.caption, duration_s=plan.duration_s,
@@ -409,11 +445,16 @@ class EditSource:
 def edit_source(store: Store, source: str) -> EditSource:
     """An audio file, or a run id ('last' works): a run's best track (highest-scoring round across branches)."""
     p = Path(source).expanduser()
-    if p.is_file():
+    try:
+        is_file = p.is_file()
+    except OSError:  # a name no file system allows (100 KB): it can only be a (wrong) run id
+        is_file = False
+    if is_file:
         return EditSource(p)
     run = store.get_run(source)
     if run is None:
-        raise UserError(f"{source}: no such audio file, and no run with that id in {store.db_path}")
+        shown = source if len(source) <= 64 else f"{source[:64]}…"  # no run id is longer; never echo 100 KB
+        raise UserError(f"{shown}: no such audio file, and no run with that id in {store.db_path}")
     rnd = best_round(store, run)
     if rnd is None or rnd.audio_artifact_id is None:
         rounds = [r for r in store.rounds(run.id) if r.audio_artifact_id is not None]
@@ -436,9 +477,12 @@ def load_edit_audio(path: Path):
 def edit(store: Store, src: EditSource, audio, plan: Plan, cfg: RunConfig, strength: float,
          window: tuple[float, float] | None, out: str | Path, force: bool = False, on_event: OnEvent = None) -> str:
     """A variation of ``src`` (or a regenerated time window of it) with an editing renderer, recorded as a run of
-    kind "edit" with one round. The renderer loads before the run is recorded."""
+    kind "edit" with one round. The plan must last as long as the audio (PlanInvalid), and the renderer loads,
+    before the run is recorded."""
     from generator.thinksound.pipeline import SAMPLE_RATE, peak_normalise
 
+    plan = check_plan(plan, audio.shape[1] / SAMPLE_RATE)
+    store.require_writable()
     cfg = _resolved(cfg)
     renderer = backends.get("renderer", cfg)
     if not hasattr(renderer, "pipeline"):

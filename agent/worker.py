@@ -25,6 +25,7 @@ from sqlalchemy.orm import aliased
 from sqlmodel import col
 
 from store.db import Store
+from store.redact import redact_text
 from store.schema import Job, Run
 
 log = logging.getLogger(__name__)
@@ -57,8 +58,8 @@ def _stale(job, cutoff: datetime):
 def give_up_stale(store: Store, cfg: WorkerConfig) -> list[int]:
     """Fail jobs whose workers died ``max_attempts`` times: the job itself is probably what kills them."""
     cutoff = _now() - timedelta(seconds=cfg.stale_s)
-    msg = (f"WorkerLost: the worker running this job stopped responding {cfg.max_attempts} times; "
-           "not retrying (the job may be crashing its worker)")
+    msg = redact_text(f"WorkerLost: the worker running this job stopped responding {cfg.max_attempts} times; "
+                      "not retrying (the job may be crashing its worker)")  # Core UPDATEs: no ORM redaction hook
     with store.session() as s:
         rows = s.execute(update(Job).where(_stale(Job, cutoff), Job.attempts >= cfg.max_attempts)
                          .values(status="failed", error=msg).returning(Job.id, Job.run_id)).all()
@@ -108,9 +109,11 @@ def heartbeat(store: Store, job_id: int, worker_id: str) -> bool:
 
 
 def finish(store: Store, job_id: int, worker_id: str, error: str | None = None) -> None:
+    """Record a job's end. A Core UPDATE skips the Store's ORM redaction hook, so the error (an exception's text,
+    which may quote an endpoint URL with its password) is redacted here."""
     with store.session() as s:
         s.execute(update(Job).where(Job.id == job_id, Job.worker_id == worker_id)
-                  .values(status="failed" if error else "done", error=error, heartbeat_at=_now()))
+                  .values(status="failed" if error else "done", error=redact_text(error), heartbeat_at=_now()))
         s.commit()
 
 
@@ -196,7 +199,7 @@ class Worker:
             try:
                 execute(self.store, job)
             except Exception as exc:
-                error = f"{type(exc).__name__}: {exc}"[:2000]
+                error = redact_text(f"{type(exc).__name__}: {exc}")[:2000]  # logged and stored: no credentials
                 log.warning("job %s failed: %s", job.id, error)
         finish(self.store, job.id, self.id, error)
         with self.store.session() as s:
@@ -228,6 +231,7 @@ class Worker:
 
 
 def main(store: Store, once: bool = False, drain: bool = False, cfg: WorkerConfig | None = None) -> int:
+    store.require_writable()  # a read-only database: refuse before claiming anything (StoreError)
     worker = Worker(store, cfg)
     worker.stop_on_signals()
     log.info("worker %s on %s", worker.id, store.db_path)

@@ -138,11 +138,7 @@ def test_bad_db_is_exit_2(case, message, tmp_path, capsys):
 
 def test_store_errors_are_exit_2(tmp_path, capsys, monkeypatch):
     import store.db
-
-    class StoreError(Exception):
-        pass
-
-    monkeypatch.setattr(store.db, "StoreError", StoreError, raising=False)
+    from store.db import StoreError
 
     def refuse(self, *a, **k):
         raise StoreError("the database is read-only")
@@ -182,11 +178,11 @@ def test_show_prints_the_kept_plan_and_a_failed_fork(clip, tmp_path, capsys, fak
     store = Store(db)
     run = store.list_runs()[0]
     best = store.get_round(run.best_round_id)
-    plan = Plan.from_json(store.rounds(run.id)[0].plan_json).model_copy(update={"duration_s": 3600.0})
+    plan = Plan.from_json(store.rounds(run.id)[0].plan_json).model_copy(update={"caption": "too heavy"})
     (tmp_path / "huge.json").write_text(plan.to_json())
     real = fakes.FakeRenderer.render
     monkeypatch.setattr(fakes.FakeRenderer, "render", lambda self, p, *a, **k: (_ for _ in ()).throw(
-        MemoryError("out of memory")) if p.duration_s > 100 else real(self, p, *a, **k))
+        MemoryError("out of memory")) if p.caption == "too heavy" else real(self, p, *a, **k))
     capsys.readouterr()
     assert main(["--db", str(db), "regenerate", run.id, "--round", "0", "--plan", str(tmp_path / "huge.json"),
                  "--out", str(tmp_path / "fork.mp4")]) == 1

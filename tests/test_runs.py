@@ -8,7 +8,7 @@ import pytest
 
 from agent import graph, runs
 from agent.config import RunConfig
-from contract.plan import Plan
+from contract.plan import Plan, PlanInvalid
 from tests import fakes
 from tests.helpers import tiny_clip
 
@@ -26,25 +26,33 @@ def _fields(store, run_id: str) -> dict:
     return {k: getattr(run, k) for k in RUN_FIELDS}
 
 
-def _too_long_fails(monkeypatch):
-    """A renderer that runs out of memory on an absurd plan (as a 1-hour plan on a 4-s clip does)."""
+HEAVY = "a plan this renderer cannot hold in memory"
+
+
+def _heavy_plan_fails(monkeypatch):
+    """A renderer that runs out of memory on one plan (an absurd plan, an hour long on a 3-s clip, is refused
+    before it reaches a renderer now: ``runs.check_plan``)."""
     real = fakes.FakeRenderer.render
 
     def render(self, plan, *a, **k):
-        if plan.duration_s > 100:
-            raise MemoryError(f"cannot allocate {plan.duration_s:.0f} s of audio")
+        if plan.caption == HEAVY:
+            raise MemoryError(f"cannot allocate the audio of {plan.duration_s:.0f} s")
         return real(self, plan, *a, **k)
 
     monkeypatch.setattr(fakes.FakeRenderer, "render", render)
 
 
 def test_a_failed_fork_leaves_the_finished_run_untouched(store, fake_backends, clip, tmp_path, monkeypatch):
-    _too_long_fails(monkeypatch)
+    _heavy_plan_fails(monkeypatch)
     run_id, _ = runs.dub(store, clip, CFG, out=tmp_path / "out.mp4")
     before = _fields(store, run_id)
     assert before["status"] == "done" and before["error"] is None
     first = store.rounds(run_id)[0]
-    huge = Plan.from_json(first.plan_json).model_copy(update={"duration_s": 3600.0})
+    with pytest.raises(PlanInvalid, match="duration_s"):  # an hour on a 3-s clip never gets as far as a fork
+        runs.regenerate(store, run_id, first.id, Plan.from_json(first.plan_json).model_copy(
+            update={"duration_s": 3600.0}), out=tmp_path / "fork.mp4")
+    assert _fields(store, run_id) == before and store.rounds(run_id, branch=1) == []
+    huge = Plan.from_json(first.plan_json).model_copy(update={"caption": HEAVY})
 
     with pytest.raises(MemoryError):
         runs.regenerate(store, run_id, first.id, huge, out=tmp_path / "fork.mp4")

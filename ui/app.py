@@ -9,6 +9,9 @@ if str(HERE.parent) not in sys.path:  # `streamlit run ui/app.py` puts only ui/ 
 
 import streamlit as st  # noqa: E402
 
+from store.db import StoreError  # noqa: E402
+from ui.common import store_error  # noqa: E402
+
 st.set_page_config(page_title="foleyloop studio", page_icon=":material/graphic_eq:", layout="wide")
 
 PAGES = [
@@ -18,4 +21,7 @@ PAGES = [
     st.Page(HERE / "views" / "new_run.py", title="New run", icon=":material/add:", url_path="new"),
     st.Page(HERE / "views" / "evaluations.py", title="Evaluations", icon=":material/analytics:", url_path="evals"),
 ]
-st.navigation(PAGES).run()
+try:
+    st.navigation(PAGES).run()
+except StoreError as exc:  # the database failed under a page (damaged, locked, read-only): a sentence, not a trace
+    store_error(exc)

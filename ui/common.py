@@ -6,8 +6,9 @@ from datetime import datetime, timezone
 
 import streamlit as st
 
-from store.db import Store
+from store.db import Store, StoreError
 from ui import settings as settings_mod
+from ui.components import md_escape
 
 STATUS_ICON = {"queued": ":material/schedule:", "running": ":material/autorenew:", "review": ":material/rate_review:",
                "done": ":material/check_circle:", "failed": ":material/error:"}
@@ -23,8 +24,26 @@ def _store(db: str | None) -> Store:
 
 
 def store() -> Store:
+    """The configured database's Store. One that cannot be opened (not SQLite, a folder, an unusable home, a newer
+    schema) is said in plain words and the page stops: no traceback in the studio."""
     db = settings().db
-    return _store(str(db) if db else None)
+    try:
+        return _store(str(db) if db else None)
+    except StoreError as exc:
+        store_error(exc)
+        st.stop()
+
+
+def store_error(exc: StoreError) -> None:
+    """A database problem on the page; the message names a path (user text), so it is escaped."""
+    st.error(f"The database cannot be used: {md_escape(exc)}")
+
+
+def read_only_note(store: Store, what: str) -> bool:
+    """True (with a note saying so) when the database is read-only and ``what`` would have to write."""
+    if store.read_only:
+        st.info(f"The database {md_escape(store.db_path)} is read-only: runs can be viewed, but {what}.")
+    return store.read_only
 
 
 def fmt(v: float | None, digits: int = 3) -> str:

@@ -7,6 +7,7 @@ one line on stderr; ``--debug`` (anywhere on the line) adds the traceback.
 
 from __future__ import annotations
 
+import errno
 import importlib
 import logging
 import os
@@ -36,10 +37,26 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Give silent video its sound.")
 
 
+class RedactLogs(logging.Filter):
+    """Credentials out of every log line the CLI prints (a backend may log an endpoint URL with its password)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from store.redact import redact_text
+
+        text = record.getMessage()
+        clean = redact_text(text)
+        if clean != text:
+            record.msg, record.args = clean, None
+        return True
+
+
 @app.callback()
 def _root(ctx: typer.Context, db: Db = None, debug: Debug = False):
     """Give silent video its sound. --db and --debug work before or after the command name."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, RedactLogs) for f in handler.filters):
+            handler.addFilter(RedactLogs())
     state(ctx)
 
 
@@ -47,19 +64,20 @@ for _module, _name in COMMANDS:
     app.add_typer(importlib.import_module(_module).app, name=_name)
 
 
-def _store_error() -> type[BaseException]:
-    """``store.db.StoreError`` (store-side user errors) where the store defines it, else ``SchemaTooNew``."""
-    import store.db
-
-    return getattr(store.db, "StoreError", store.db.SchemaTooNew)
-
-
 def user_errors() -> tuple[type[BaseException], ...]:
+    """What exits 2: bad input the user can fix (a plan file or a stored plan that cannot be read is
+    ``PlanInvalid``; a database that is not SQLite, read-only or in an unusable folder is ``StoreError``)."""
     from agent.backends import UnknownBackend
     from contract.errors import BadWeights, ModelMissing
+    from contract.plan import PlanInvalid
+    from store.db import StoreError
     from store.media import MediaError
 
-    return (UserError, BadWeights, ModelMissing, MediaError, _store_error(), UnknownBackend)
+    return (UserError, BadWeights, ModelMissing, MediaError, StoreError, PlanInvalid, UnknownBackend)
+
+
+# The machine, not the input or a bug: a full disk or quota, a read-only or unwritable folder, a failing disk.
+ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,13 +106,29 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         from contract.errors import BackendError
 
+        if isinstance(exc, OSError) and exc.errno == errno.ENAMETOOLONG:  # a path argument no file system allows
+            return _fail(f"error: a path is too long for this system: {_cut(str(exc.filename or ''), 80)}", 2, debug)
         if isinstance(exc, BackendError):  # a model answered badly or failed: not the user's input
             return _fail(f"error: {exc}", 1, debug)
+        if isinstance(exc, OSError) and exc.errno in ENVIRONMENT_ERRNOS:  # e.g. the disk filled up mid-run
+            where = f": {exc.filename}" if exc.filename else ""
+            return _fail(f"error: {exc.strerror or exc}{where}", 1, debug)
         return _fail(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", 1, debug)
 
 
 def _fail(message: str, code: int, debug: bool) -> int:
+    """One line on stderr, credentials masked (a last guard: an endpoint URL with ``user:password@`` may sit in
+    any exception's text)."""
+    from store.redact import redact_text
+
     if debug:
-        traceback.print_exc()
-    print(" ".join(message.split()), file=sys.stderr, flush=True)
+        print(redact_text(traceback.format_exc()), file=sys.stderr, end="", flush=True)
+    print(_cut(redact_text(" ".join(message.split())), MAX_ERROR_CHARS), file=sys.stderr, flush=True)
     return code
+
+
+MAX_ERROR_CHARS = 2000  # an error line quotes user input (a 100 KB argument): it stays a line, not a page
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else f"{text[:limit - 1]}…"

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from agent.cli.common import (Db, Debug, Force, Out, Progress, Rounds, get_run, load_plan, out_console, report,
-                              round_by_ref, store)
+                              round_by_ref, stored_plan, writable_store)
 
 app = typer.Typer()
 
@@ -22,9 +22,10 @@ def resume(ctx: typer.Context, run_id: str,
     """Continue a killed or failed run, or answer a review pause (approve, or --plan EDITED.json)."""
     from agent import runs
 
-    st = store(ctx)
+    st = writable_store(ctx)
     run = get_run(st, run_id)
-    answer = {"action": "edit", "plan": load_plan(plan).to_json()} if plan else {"action": "approve"}
+    answer = {"action": "edit", "plan": load_plan(plan, runs.plan_length(run)).to_json()} if plan else \
+        {"action": "approve"}
     if not runs.open_branches(st, run.id, retry_failed):
         failed = runs.failed_branches(st, run.id)
         hint = f"; failed forks {', '.join(map(str, failed))} (retry them with --retry-failed)" if failed else ""
@@ -43,10 +44,11 @@ def regenerate(ctx: typer.Context, run_id: str,
     it was)."""
     from agent import outputs, runs
 
-    st = store(ctx)
+    st = writable_store(ctx)
     run = get_run(st, run_id)
     parent = round_by_ref(st, run, round_ref)
-    new_plan = load_plan(plan)
+    stored_plan(parent.plan_json, f"round {parent.branch}.{parent.index} of run {run.id}")
+    new_plan = load_plan(plan, runs.plan_length(run))
     suffix = (Path(run.video_path).suffix.lower() or ".mp4") if run.video_path else ".wav"
     if run.video_path and suffix not in outputs.VIDEO_OUT_SUFFIXES:
         suffix = ".mp4"

@@ -7,7 +7,6 @@ Command modules import this module, never the root (``agent.cli.app``), so the C
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -16,12 +15,13 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 
 from agent.backends import REGISTRY
 from agent.config import RunConfig
 from contract.errors import UserError
-from contract.plan import Plan
+from contract.plan import Plan, PlanInvalid
 
 # Wide when piped, so ids and paths are never cut or wrapped in logs.
 out_console = Console(width=None if sys.stdout.isatty() else 200)
@@ -62,8 +62,18 @@ def store(ctx: typer.Context):
     return state(ctx).store()
 
 
+def writable_store(ctx: typer.Context):
+    """The Store of a command that will write (dub, batch, resume, regenerate, text, edit, worker): a read-only
+    database is refused here, first, before any argument is probed or any model loads (StoreError, exit 2)."""
+    st = store(ctx)
+    st.require_writable()
+    return st
+
+
 def check_db(path: Path) -> Path:
-    """Refuse a --db path that cannot be a database file, before any work starts (exit 2, path named)."""
+    """Refuse a --db path that cannot be a database file, before any work starts (exit 2, path named). A file
+    that can be read but not written is fine: the Store opens it read-only, so it can be listed, and commands
+    that write refuse it first (``writable_store``)."""
     p = Path(path).expanduser().absolute()
     if p.is_dir():
         raise UserError(f"--db {p} is a directory, not a database file")
@@ -74,8 +84,10 @@ def check_db(path: Path) -> Path:
         raise UserError(f"--db {p}: {parent} is a file, not a directory")
     if not p.exists() and not os.access(parent, os.W_OK | os.X_OK):
         raise UserError(f"--db {p}: cannot create it, {parent} is not writable")
-    if p.exists() and not os.access(p, os.R_OK | os.W_OK):
-        raise UserError(f"--db {p} is not readable and writable")
+    if p.exists() and not p.is_file():  # /dev/null, a FIFO, a socket: SQLite cannot keep a database there
+        raise UserError(f"--db {p} is not a regular file")
+    if p.exists() and not os.access(p, os.R_OK):
+        raise UserError(f"--db {p} is not readable")
     return p
 
 
@@ -178,12 +190,25 @@ def build_config(*, rounds: int = 3, seed: int = 0, review: bool = False, watche
             raise UserError(f"unknown {role} backend {name!r} (known: {', '.join(sorted(REGISTRY[role]))})")
     if device not in ("auto", "cpu", "mps") and not device.startswith("cuda"):
         raise UserError(f"--device must be auto, cpu, cuda[:N] or mps, got {device!r}")
+    if dtype not in DTYPES:  # otherwise the offline backends ignore it and a model backend fails mid-run
+        raise UserError(f"--dtype must be {', '.join(DTYPES)}, got {dtype!r}")
     try:
         return RunConfig(rounds=rounds, seed=seed, review=review, watcher=watcher, renderer=renderer, critic=critic,
                          refiner=refiner, max_duration_s=max_duration, keep_original=keep_original,
                          device=resolve_device(device), dtype=dtype, options=options)
-    except ValueError as exc:
-        raise UserError(str(exc).splitlines()[-1] if "\n" in str(exc) else str(exc)) from None
+    except ValidationError as exc:  # "--seed: Input should be ...", not pydantic's help-page footer
+        raise UserError("; ".join(f"{_flag(e['loc'])}: {str(e['msg']).removeprefix('Value error, ')}"
+                                  for e in exc.errors(include_url=False, include_input=False))) from None
+
+
+DTYPES = ("fp32", "fp16", "bf16")
+_FLAGS = {"max_duration_s": "--max-duration"}
+
+
+def _flag(loc: tuple) -> str:
+    """The command-line option a RunConfig field comes from (``max_duration_s`` → ``--max-duration``)."""
+    name = ".".join(map(str, loc))
+    return _FLAGS.get(name, "--" + name.replace("_", "-"))
 
 
 # ---- shared helpers ---------------------------------------------------------------------------------------------
@@ -191,21 +216,42 @@ def fmt(v: Optional[float]) -> str:
     return "—" if v is None else f"{v:.3f}"
 
 
+MAX_SHOWN_ID = 64  # store.db.MAX_RUN_ID_CHARS: no id of ours is longer, so an error never echoes more
+
+
+def shown_id(run_id: str) -> str:
+    """A run id as an error message quotes it: at most 64 characters, escapes for what is not printable."""
+    cut = run_id if len(run_id) <= MAX_SHOWN_ID else f"{run_id[:MAX_SHOWN_ID]}…"
+    return ascii(cut) if not cut.isprintable() else repr(cut)
+
+
 def get_run(st, run_id: str):
     run = st.get_run(run_id)
     if run is None:
-        raise UserError(f"no run {run_id!r} in {st.db_path}")
+        raise UserError(f"no run {shown_id(run_id)} in {st.db_path}")
     return run
 
 
-def load_plan(path: Path) -> Plan:
-    if not path.is_file():
-        raise UserError(f"{path}: no such plan file")
+def load_plan(path: Path, video_duration_s: Optional[float]) -> Plan:
+    """A plan file from the user through the one door (``Plan.parse_user``): every bound, and the length within
+    ±0.5 s of ``video_duration_s`` (a dub, an edit of that much audio) or, when it is None, at most the
+    text-to-audio cap. UserError (exit 2) with one line naming the file otherwise."""
     try:
-        return Plan.from_json(path.read_text())
-    except (ValueError, json.JSONDecodeError) as exc:
-        first = str(exc).splitlines()
-        raise UserError(f"{path}: not a valid plan: {' '.join(first[:3])[:300]}") from None
+        return Plan.parse_user(Path(path), video_duration_s=video_duration_s)
+    except PlanInvalid as exc:  # the file named once, cut if it is absurdly long; then what is wrong, one line
+        name = str(path)
+        problems = [p.removeprefix(f"{name}: ") for p in exc.problems]
+        shown = name if len(name) <= 200 else f"{name[:199]}…"
+        raise UserError(f"not a valid plan: {shown}: {PlanInvalid(problems)}") from None
+
+
+def stored_plan(text: str, where: str) -> Plan:
+    """A plan read back from the database (types only, so rows older than the bounds still show); a row that
+    cannot be read at all is one line, exit 2."""
+    try:
+        return Plan.from_stored(text)
+    except PlanInvalid as exc:
+        raise UserError(f"the plan stored with {where} cannot be read: {exc}") from None
 
 
 def round_by_ref(st, run, ref: str):

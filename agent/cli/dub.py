@@ -10,7 +10,7 @@ import typer
 from agent.cli.common import (CfgScale, Critic, Db, Debug, Device, Dtype, Endpoint, Force, KeepOriginal, MaxDuration,
                               MetaClip, Out, Progress, Refiner, Renderer, Review, Rounds, Seed, Steps, Synchformer, T5,
                               Watcher, WatcherModel, Weights, build_config, err_console, fmt, free_path, out_console,
-                              renderer_options, report, store)
+                              renderer_options, report, writable_store)
 from contract.errors import UserError
 
 app = typer.Typer()
@@ -53,8 +53,8 @@ def dub(ctx: typer.Context,
     path = resolve_video(video)
     out_path = outputs.check_out(out if out is not None else free_path(Path.cwd() / out_name(path)), "video",
                                  inputs=[path], force=force)
-    st = store(ctx)
-    run_id = runs.create_dub_run(st, path, cfg, status="running", out=out_path)
+    st = writable_store(ctx)  # the arguments are checked; now, before the input is probed or a model loads
+    run_id = runs.create_dub_run(st, path, cfg, status="running", out=out_path, load_backends=True)
     err_console.print(f"run [bold]{run_id}[/bold]: dubbing {path.name} ({cfg.rounds} rounds max)")
     result = runs.execute_dub(st, run_id, out_path, force=force, on_event=Progress())
     report(st, run_id, result)
@@ -82,7 +82,7 @@ def batch(ctx: typer.Context, folder: Annotated[Path, typer.Argument(help="Folde
     videos = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_EXTS)
     if not videos:
         raise UserError(f"{folder}: no video files ({', '.join(sorted(VIDEO_EXTS))})")
-    st = store(ctx)
+    st = writable_store(ctx)
     failures = 0
     for p in videos:
         try:

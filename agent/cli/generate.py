@@ -11,7 +11,7 @@ import typer
 from agent.cli.common import (CfgScale, Critic, Db, Debug, Device, Dtype, Force, MetaClip, Out, PlanFile, Progress,
                               Refiner, Renderer, Rounds, Seed, Steps, Synchformer, T5, Weights, as_user_error,
                               build_config, err_console, fmt, free_path, load_plan, out_console, renderer_options,
-                              store)
+                              stored_plan, writable_store)
 from contract.errors import UserError
 
 app = typer.Typer()
@@ -34,14 +34,18 @@ def text_cmd(ctx: typer.Context, prompt: Annotated[str, typer.Argument(help="Wha
     """Text to audio: render a prompt (no video) through the render → critique → refine loop."""
     from agent import outputs, runs
     from contract.errors import BackendError, ModelMissing
+    from contract.plan import MAX_TEXT_DURATION_S
 
-    plan = runs.plan_from_prompt(prompt, duration)
+    if not 0 < duration <= MAX_TEXT_DURATION_S:  # the cap of every text-to-audio plan (``Plan.check_for_text``)
+        raise UserError(f"--duration must be > 0 and at most {MAX_TEXT_DURATION_S:g} s for text-to-audio, "
+                        f"got {duration:g}")
+    plan = runs.plan_from_prompt(prompt, duration).check_for_text()
     cfg = build_config(rounds=rounds, seed=seed, renderer=renderer, critic=critic, refiner=refiner,
                        max_duration=max(600.0, duration), device=device, dtype=dtype,
                        renderer_opts=renderer_options(weights, steps, cfg_scale, metaclip, t5, synchformer))
     out_path = outputs.check_out(out if out is not None else free_path(Path.cwd() / f"{_slug(prompt)}.wav"), "audio",
                                  force=force)
-    st = store(ctx)
+    st = writable_store(ctx)
     err_console.print(f"text-to-audio: {plan.caption!r}, {duration:g} s, {cfg.rounds} rounds max, "
                       f"renderer {cfg.renderer}")
     try:
@@ -57,16 +61,21 @@ def text_cmd(ctx: typer.Context, prompt: Annotated[str, typer.Argument(help="Wha
 
 def _edit_plan(plan_file: Optional[Path], prompt: Optional[str], src, duration_s: float):
     from agent.runs import plan_from_prompt
-    from contract.plan import Plan
+    from contract.plan import PlanInvalid
 
     if plan_file is not None and prompt:
         raise UserError("give --plan or --prompt, not both")
     if plan_file is not None:
-        return load_plan(plan_file)
+        return load_plan(plan_file, duration_s)
     if prompt:
         return plan_from_prompt(prompt, duration_s)
-    if src.round is not None:
-        return Plan.from_json(src.round.plan_json)
+    if src.round is not None:  # the source round's plan, which must still fit the audio it made
+        where = f"round {src.round.branch}.{src.round.index} of run {src.run.id}"
+        plan = stored_plan(src.round.plan_json, where)
+        try:
+            return plan.check_for_video(duration_s)
+        except PlanInvalid as exc:
+            raise UserError(f"the plan of {where} does not fit its audio: {exc}") from None
     raise UserError("editing an audio file needs --plan PLAN.json or --prompt TEXT")
 
 
@@ -91,7 +100,7 @@ def edit_cmd(ctx: typer.Context,
         strength = 1.0 if window else DEFAULT_VARIATION_STRENGTH
     if not 0.0 <= strength <= 1.0 or (window and strength == 0.0):
         raise UserError(f"--strength must be in 0..1 (and > 0 with --window), got {strength}")
-    st = store(ctx)
+    st = writable_store(ctx)
     src = runs.edit_source(st, source)
     audio, duration = runs.load_edit_audio(src.audio_path)
     if window and not (0 <= window[0] < window[1] and window[0] < duration):

@@ -9,10 +9,13 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from agent.cli.common import AsJson, Db, Debug, RoundRef, fmt, get_run, out_console, round_by_ref, store
+from agent.cli.common import (AsJson, Db, Debug, RoundRef, fmt, get_run, out_console, round_by_ref, store,
+                              stored_plan)
+from contract.errors import UserError
 from contract.plan import Plan
 
 app = typer.Typer()
+MAX_LIMIT = 1_000_000
 
 
 @app.command()
@@ -20,6 +23,8 @@ def runs(ctx: typer.Context, status: Annotated[Optional[str], typer.Option("--st
          limit: Annotated[int, typer.Option("--limit")] = 20, as_json: AsJson = False, db: Db = None,
          debug: Debug = False):
     """List recent runs."""
+    if not 0 <= limit <= MAX_LIMIT:  # SQLite cannot bind a 24-digit number; a negative LIMIT means "all"
+        raise UserError(f"--limit must be between 0 and {MAX_LIMIT}, got {limit}")
     rows = store(ctx).list_runs(status=status, limit=limit)
     if as_json:
         out_console.print_json(json.dumps([r.model_dump(mode="json") for r in rows]))
@@ -91,7 +96,8 @@ def show(ctx: typer.Context,
     if best is not None:
         out_console.print(f"best: round {best.branch}.{best.index} (id {best.id}), overall {fmt(best.score_overall)}"
                           " (★★; ★ = each branch's best)")
-        print_plan(Plan.from_json(best.plan_json), f"kept plan (round {best.branch}.{best.index})")
+        where = f"round {best.branch}.{best.index}"
+        print_plan(stored_plan(best.plan_json, f"{where} of run {run.id}"), f"kept plan ({where})")
     timings = run.timings()
     if timings:
         out_console.print("timings (s): " + ", ".join(f"{k}={v:.2f}" for k, v in sorted(timings.items())))
@@ -102,4 +108,5 @@ def export_plan(ctx: typer.Context, run_id: str, round_ref: RoundRef = "0", db: 
     """Print a round's plan as JSON (edit it, then `regenerate`)."""
     st = store(ctx)
     run = get_run(st, run_id)
-    print(Plan.from_json(round_by_ref(st, run, round_ref).plan_json).to_json())
+    rnd = round_by_ref(st, run, round_ref)
+    print(stored_plan(rnd.plan_json, f"round {rnd.branch}.{rnd.index} of run {run.id}").to_json())

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from agent.cli.common import Db, Debug, store
+from agent.cli.common import Db, Debug, store, writable_store
 from contract.errors import UserError
 
 app = typer.Typer()
@@ -51,7 +51,7 @@ def worker_cmd(ctx: typer.Context,
 
     if heartbeat >= stale:
         raise UserError(f"--heartbeat ({heartbeat} s) must be shorter than --stale ({stale} s)")
-    st = store(ctx)
+    st = writable_store(ctx)
     logging.getLogger("agent.worker").setLevel(logging.INFO)
     n = worker.main(st, once=once, drain=drain,
                     cfg=worker.WorkerConfig(poll_s=poll, heartbeat_s=heartbeat, stale_s=stale,

@@ -45,7 +45,8 @@ if uploaded is not None:
     except uploads.UploadRejected as exc:
         st.error(md_escape(exc))  # names the uploaded file: user text
 
-if st.button("Create run", type="primary", key="new:create"):
+read_only = common.read_only_note(store, "new runs cannot be created")
+if st.button("Create run", type="primary", key="new:create", disabled=read_only):
     if uploaded is None:
         st.error("Choose a video file first.")
         st.stop()

@@ -53,16 +53,23 @@ except PlanInvalid as exc:
     st.stop()
 st.markdown(f"**The watcher's plan** (round id {md_escape(pending.get('round_id'))}):")
 st.text(plan.caption or "—")  # model text: plain, never Markdown
-if st.button("Approve this plan", type="primary", key=f"review:{run.id}:approve"):
+read_only = common.read_only_note(store, "answering a review needs to write")
+if st.button("Approve this plan", type="primary", key=f"review:{run.id}:approve", disabled=read_only):
     job = store.enqueue("resume", run.id, answer={"action": "approve"})
     st.session_state["review:flash"] = f"Approved run {run.id}: resume queued as job {job.id}."
     st.rerun()
 
 st.subheader("…or edit it, then approve your version")
 result = editor.plan_editor(plan, key=f"review:{run.id}")
-if st.button("Approve with my edits", key=f"review:{run.id}:edit", disabled=result.plan is None or not result.changed):
-    job = store.enqueue("resume", run.id, answer={"action": "edit", "plan": result.plan.to_json()})
-    st.session_state["review:flash"] = f"Edited plan for run {run.id} queued as job {job.id}."
-    st.rerun()
+if st.button("Approve with my edits", key=f"review:{run.id}:edit",
+             disabled=read_only or result.plan is None or not result.changed):
+    try:  # the check the worker's runs.resume makes, said now rather than as a failed job
+        answer = runs.check_plan(result.plan, runs.plan_length(run)).to_json()
+    except PlanInvalid as exc:
+        st.error(f"This plan cannot answer the review: {md_escape(exc)}")
+    else:
+        job = store.enqueue("resume", run.id, answer={"action": "edit", "plan": answer})
+        st.session_state["review:flash"] = f"Edited plan for run {run.id} queued as job {job.id}."
+        st.rerun()
 if result.plan is not None and not result.changed:
     st.caption("Change something above to approve an edited plan.")

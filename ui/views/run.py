@@ -30,7 +30,8 @@ if not run_id:
 run = store.get_run(run_id)
 if run is None:
     st.title("Run")
-    st.error(f"There is no run '{md_escape(run_id)}' in {md_escape(store.db_path)}.")
+    shown = run_id if len(run_id) <= 64 else f"{run_id[:64]}…"  # no id of ours is longer; the address bar may be
+    st.error(f"There is no run '{md_escape(shown)}' in {md_escape(store.db_path)}.")
     st.page_link("views/runs.py", label="Back to all runs", icon=":material/list:")
     st.stop()
 if run.id != run_id:  # a prefix was given: show the canonical id in the address bar
@@ -71,6 +72,11 @@ def live_status(initial_status: str, initial_rounds: int, initial_jobs: int) -> 
 live_status(run.status, len(store.rounds(run.id)), len(jobs))
 if run.error:
     st.error(md_escape(errors.plain(run.error)))
+for b, rec in sorted(run.branches().items(), key=lambda kv: int(kv[0])):
+    if b != "0" and rec.get("status") == "failed":  # a failed fork: the run itself is as it was (agent.runs)
+        st.warning(md_escape(f"Branch {b} failed: {errors.plain(rec.get('error')) or 'no reason was recorded'}. "
+                             f"The run, its best round and its output are unchanged; its rounds are kept below. "
+                             f"foleyloop resume {run.id} --retry-failed tries the branch again."))
 
 rounds = store.rounds(run.id)
 if not rounds:
@@ -217,16 +223,22 @@ with edit_tab:
     blocked = run.status in ("queued", "running", "review") or bool(jobs)
     if blocked:
         st.info("This run is busy (queued, running, or waiting for review); regenerate once it has finished.")
+    read_only = common.read_only_note(store, "regenerating needs to write")
     if result.plan is not None and not result.changed:
         st.caption("The plan is unchanged: the new branch re-renders it with the same seed.")
-    if st.button("Regenerate from this plan", type="primary", disabled=blocked or result.plan is None,
+    if st.button("Regenerate from this plan", type="primary", disabled=blocked or read_only or result.plan is None,
                  key=f"edit:{run.id}:{rnd.id}:go"):
         from agent import runs  # langgraph is slow to import; only this button needs it
 
-        branch, new_round = runs.fork(store, run.id, rnd.id, result.plan)
-        job = store.enqueue("regenerate", run.id, branch=branch, round_id=new_round, rounds=int(n))
-        st.session_state["run:flash"] = f"Branch {branch} queued (job {job.id}); its rounds appear here as they finish."
-        st.rerun()
+        try:  # the service checks the plan against the video (the CLI's and the worker's check) before recording
+            branch, new_round = runs.fork(store, run.id, rnd.id, result.plan)
+        except PlanInvalid as exc:
+            st.error(f"This plan cannot be regenerated: {md_escape(exc)}")
+        else:
+            job = store.enqueue("regenerate", run.id, branch=branch, round_id=new_round, rounds=int(n))
+            st.session_state["run:flash"] = (f"Branch {branch} queued (job {job.id}); its rounds appear here as they "
+                                             "finish.")
+            st.rerun()
     if msg := st.session_state.pop("run:flash", None):
         st.success(msg)
 
