@@ -555,8 +555,6 @@ class RayEngine:
 
         res = ray.cluster_resources()
         capacity = int(res.get("GPU", 0)) if needs_gpu else int(res.get("CPU", 0))
-        if needs_gpu and capacity < 1:
-            raise UserError("the clips run on CUDA but the Ray cluster has no GPU (use --device cpu)")
         n = self.workers or max(1, min(capacity, n_clips))
         remote = ray.remote(ClipWorker).options(
             num_cpus=1, num_gpus=1 if needs_gpu else 0, max_restarts=self.max_restarts,
@@ -692,6 +690,8 @@ class Batch:
             self.clips = [replace(c, cfg=c.cfg.model_copy(update={"device": device})) for c in self.clips]
         check_existing(self.store, self.clips, self.force, self.resume)
         needs_gpu = any(c.cfg.device.startswith("cuda") for c in self.clips)
+        if needs_gpu and cluster.get("gpus") == 0:
+            raise UserError("the clips run on CUDA but the Ray cluster has no GPU (use --device cpu)")
         self.engine.launch(needs_gpu, len(self.clips))
 
     def run(self) -> BatchReport:

@@ -226,6 +226,24 @@ def test_an_output_that_appears_meanwhile_is_never_overwritten(tmp_path, fake_ba
     assert st.get_run(report.outcomes[0].run_id).status == "failed" and clips
 
 
+def test_clips_on_cuda_are_refused_before_any_work_by_a_cluster_without_gpu(tmp_path, fake_backends):
+    make_clips(tmp_path / "in", 1)
+    st = store_at(tmp_path / "fl.db")
+    todo = batch.collect(tmp_path / "in", tmp_path / "o", FAKE_CFG.model_copy(update={"device": "cuda"}), out_name,
+                         {".mp4"})
+
+    class NoGpu(batch.LocalEngine):
+        def start(self):
+            return {"gpus": 0}
+
+        def launch(self, needs_gpu, n_clips):
+            raise AssertionError("no worker may start")
+
+    with pytest.raises(batch.UserError, match="the Ray cluster has no GPU"):
+        batch.run(st, todo, NoGpu())
+    assert st.list_runs() == []
+
+
 # ---- one recording path: a killed driver, a half-written clip, a worker that cannot see the file ---------------
 def test_a_killed_driver_then_resume_stores_every_clip_once(tmp_path, capsys):
     make_clips(tmp_path / "in", 5)
