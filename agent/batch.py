@@ -241,6 +241,19 @@ def check_setup(specs: Iterable[str]) -> list[str]:
     return specs
 
 
+def check_address(address: Optional[str], timeout_s: float = 5.0) -> None:
+    """A ``HOST:PORT`` Ray address must answer now: ``ray.init`` would otherwise retry for minutes."""
+    if not address or address in ("auto", "local") or "://" in address:
+        return
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UserError(f"--address {address!r}: expected HOST:PORT (e.g. 10.0.0.5:6379) or auto")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise UserError(f"--address {address}: no Ray cluster answers there ({exc.strerror or exc})") from None
+
+
 def run_setup(specs: Iterable[str]) -> None:
     for spec in specs:
         module, _, func = spec.partition(":")
@@ -539,6 +552,7 @@ class RayEngine:
         import ray
 
         if not ray.is_initialized():
+            check_address(self.address)
             opts = {"include_dashboard": False, "log_to_driver": False} | self.init_options
             try:
                 ray.init(address=self.address or "local", **opts)

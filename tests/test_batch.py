@@ -120,6 +120,9 @@ def test_bad_options_are_exit_2_before_any_work(tmp_path, capsys, fake_backends)
              (["--out-dir", str(tmp_path / "o"), "--address", "127.0.0.1:6379"], "--address needs --engine ray"),
              (["--out-dir", str(tmp_path / "o"), "--workers", "2"], "--workers needs --engine ray"),
              (["--out-dir", str(tmp_path / "o"), "--worker-setup", "os.system('x')"], "expected MODULE:FUNCTION"),
+             (["--out-dir", str(tmp_path / "o"), "--engine", "ray", "--address", "nowhere"], "expected HOST:PORT"),
+             (["--out-dir", str(tmp_path / "o"), "--engine", "ray", "--address", "127.0.0.2:1"],
+              "no Ray cluster answers there"),
              ([], "--out-dir is required with a folder"),
              (["--out-dir", str(tmp_path / "in" / "c0.mp4")], "is a file, not a folder")]
     for extra, expected in cases:

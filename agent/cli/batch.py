@@ -76,6 +76,7 @@ def batch(ctx: typer.Context, source: Source, out_dir: OutDir = None, resume: Re
             if value is not None:
                 raise UserError(f"{flag} needs --engine ray")
     setup = service.check_setup(worker_setup or [])
+    service.check_address(address)
     auto = engine == "ray" and device == "auto"  # decided by the cluster's GPUs once connected, not by this machine
     cfg = build_config(rounds=rounds, seed=seed, watcher=watcher, watcher_model=watcher_model, endpoint=endpoint,
                        renderer=renderer, critic=critic, refiner=refiner, max_duration=max_duration,
