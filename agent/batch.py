@@ -341,8 +341,9 @@ class ClipWorker:
     """Dubs one clip at a time into a scratch store of its own and returns the run as plain data.
 
     ``handoff``: a folder the driver can read (a shared path, or ``"local"``: a folder in the scratch space, for a
-    worker in the driver's process): artifacts are left there as files; without it they travel as bytes. Scratch space lives in ``scratch_root/foleyloop-batch/HOST-PID`` and
-    is removed by ``close``, or by a later worker on the same host once this process is gone."""
+    worker in the driver's process): artifacts are left there as files; without it they travel as bytes. Scratch
+    space lives in ``scratch_root/foleyloop-batch/HOST-PID`` and is removed by ``close``, or by a later worker on
+    the same host once this process is gone."""
 
     def __init__(self, scratch_root: str | Path | None = None, handoff: str | Path | None = None,
                  setup: Iterable[str] = (), in_ray: bool = False):
@@ -509,9 +510,6 @@ class LocalEngine:
         except Exception as exc:
             return [(key, exc)]
 
-    def busy(self) -> int:
-        return len(self.queue)
-
     def close(self) -> None:
         if self.worker is not None:
             self.worker.close()
@@ -585,9 +583,6 @@ class RayEngine:
     def free(self) -> int:
         return len(self.idle)
 
-    def busy(self) -> int:
-        return len(self.running)
-
     def submit(self, key: int, task: dict, ship: bool = False) -> None:
         import ray
 
@@ -654,11 +649,11 @@ class RayEngine:
 
 
 class WorkerLostError(RuntimeError):
-    pass
+    """One clip's worker kept dying (Ray's restarts and retries used up): the clip fails, the batch goes on."""
 
 
 class DamagedArtifact(RuntimeError):
-    pass
+    """A result's file does not hash to what the worker recorded (damaged on the way): the clip fails."""
 
 
 def _short_ray_error(exc: BaseException) -> str:
