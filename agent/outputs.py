@@ -119,3 +119,14 @@ def publish(tmp: Path, out: Path, force: bool = False) -> Path:
         return out
     tmp.unlink(missing_ok=True)
     return out
+
+
+VIDEO_EXTS = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v"}
+
+
+def out_name(video: Path) -> str:
+    """NAME.foley.EXT: the input's container when a copied video stream can go back into it, else .mp4/.mkv."""
+    suffix = video.suffix.lower()
+    if suffix == ".avi":
+        return f"{video.stem}.foley.mkv"
+    return f"{video.stem}.foley{suffix if suffix in ('.mp4', '.mov', '.mkv', '.webm', '.m4v') else '.mp4'}"

@@ -28,7 +28,7 @@ from sqlalchemy import update
 
 from agent import backends, graph, nodes, outputs
 from agent.config import RunConfig
-from agent.devices import resolve_device
+from agent.devices import DeviceManager, resolve_device
 from agent.state import RunContext, RunState, thread_id
 from contract.errors import UserError
 from contract.plan import Event, EventKind, Plan, PlanInvalid, Provenance
@@ -128,7 +128,7 @@ class _Tracker:
 
 
 def _drive(store: Store, cfg: RunConfig, run_id: str, branch: int, payload, on_event: OnEvent,
-           rounds_cap: int) -> dict:
+           rounds_cap: int, devices: Optional[DeviceManager] = None) -> dict:
     """Stream the graph for one branch and return its final state (``__interrupt__`` set when paused)."""
     compiled = graph.for_store(store)
     config = {"configurable": {"thread_id": thread_id(run_id, branch)},
@@ -137,7 +137,7 @@ def _drive(store: Store, cfg: RunConfig, run_id: str, branch: int, payload, on_e
     result: dict = {}
     t0 = time.perf_counter()
     try:
-        for mode, data in compiled.stream(payload, config, context=RunContext(store=store, cfg=cfg),
+        for mode, data in compiled.stream(payload, config, context=RunContext(store=store, cfg=cfg, devices=devices),
                                           stream_mode=["tasks", "values"], durability="sync"):
             if mode == "values":
                 result = data
@@ -152,14 +152,14 @@ def _drive(store: Store, cfg: RunConfig, run_id: str, branch: int, payload, on_e
 
 
 def _run_branch(store: Store, cfg: RunConfig, run_id: str, branch: int, payload, on_event: OnEvent,
-                rounds_cap: int) -> dict:
+                rounds_cap: int, devices: Optional[DeviceManager] = None) -> dict:
     """``_drive`` with the failure recorded where it belongs: on the run (branch 0) or on the fork only."""
     if branch == 0:
         store.update_run(run_id, status="running", error=None)
     else:
         nodes.update_branch(store, run_id, branch, status="running", error=None)
     try:
-        return _drive(store, cfg, run_id, branch, payload, on_event, rounds_cap)
+        return _drive(store, cfg, run_id, branch, payload, on_event, rounds_cap, devices)
     except Exception as exc:
         msg = f"{type(exc).__name__}: {exc}"[:2000]
         if branch == 0:
@@ -250,7 +250,9 @@ def create_dub_run(store: Store, video: str | Path, cfg: RunConfig, status: str 
 
 
 def execute_dub(store: Store, run_id: str, out: str | Path | None, force: bool = False,
-                on_event: OnEvent = None) -> dict:
+                on_event: OnEvent = None, devices: Optional[DeviceManager] = None) -> dict:
+    """Run a recorded dub. ``devices``: the run's device manager (default: a fresh one, which frees every model
+    when the run ends; a batch worker passes one that keeps them loaded for its next clip)."""
     run = store.get_run(run_id)
     cfg = RunConfig.model_validate_json(run.config_json)
     _record_model_ids(store, run_id, cfg)
@@ -258,7 +260,7 @@ def execute_dub(store: Store, run_id: str, out: str | Path | None, force: bool =
                        "out_path": str(out) if out else None, "out_force": force, "rounds_cap": cfg.rounds,
                        "round_index": 0, "current_round_id": None, "best_round_id": None, "best_overall": None,
                        "rounds_without_improvement": 0, "stop_reason": None, "seed": cfg.seed}
-    return _run_branch(store, cfg, run_id, 0, state, on_event, cfg.rounds)
+    return _run_branch(store, cfg, run_id, 0, state, on_event, cfg.rounds, devices)
 
 
 def dub(store: Store, video: str | Path, cfg: RunConfig, out: str | Path | None = None, force: bool = False,

@@ -36,7 +36,7 @@ def test_batch_dubs_a_folder_and_skips_bad_files(tmp_path, capsys, fake_backends
     db = tmp_path / "fl.db"
     code = main(["--db", str(db), "batch", str(folder), "--out-dir", str(tmp_path / "out"), *FAKE])
     out = capsys.readouterr().out
-    assert code == 0 and "2 dubbed, 1 skipped" in out
+    assert code == 0 and "2 done, 1 failed, 0 skipped" in out and "broken.mp4: failed" in out
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.foley.mp4", "b.foley.mp4"]
     runs = Store(db).list_runs()
     assert sorted(r.status for r in runs) == ["done", "done", "failed"]

@@ -24,6 +24,7 @@ from contract.errors import UserError
 # the module's Typer app as a sub-command group (e.g. ("evaluation_cli_module", "eval") for `foleyloop eval ...`).
 COMMANDS: list[tuple[str, str | None]] = [
     ("agent.cli.dub", None),  # dub, batch
+    ("agent.cli.batch", None),  # batch (agent.batch: resumable, local or Ray)
     ("agent.cli.history", None),  # runs, show, plan
     ("agent.cli.branching", None),  # resume, regenerate
     ("agent.cli.catalog", None),  # models, samples

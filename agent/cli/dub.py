@@ -1,4 +1,4 @@
-"""`foleyloop dub` and `foleyloop batch`: video in, dubbed video out."""
+"""`foleyloop dub`: one video in, one dubbed video out."""
 
 from __future__ import annotations
 
@@ -9,14 +9,10 @@ import typer
 
 from agent.cli.common import (CfgScale, Critic, Db, Debug, Device, Dtype, Endpoint, Force, KeepOriginal, MaxDuration,
                               MetaClip, Out, Progress, Refiner, Renderer, Review, Rounds, Seed, Steps, Synchformer, T5,
-                              Watcher, WatcherModel, Weights, build_config, err_console, fmt, free_path, out_console,
-                              renderer_options, report, writable_store)
-from contract.errors import UserError
+                              Watcher, WatcherModel, Weights, build_config, err_console, free_path, renderer_options,
+                              report, writable_store)
 
 app = typer.Typer()
-
-VIDEO_EXTS = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v"}
-
 
 def resolve_video(video: str) -> Path:
     if video.startswith("sample:"):
@@ -24,14 +20,6 @@ def resolve_video(video: str) -> Path:
 
         return sample_path(video.split(":", 1)[1])
     return Path(video).expanduser()
-
-
-def out_name(video: Path) -> str:
-    """NAME.foley.EXT: the input's container when a copied video stream can go back into it, else .mp4/.mkv."""
-    suffix = video.suffix.lower()
-    if suffix == ".avi":
-        return f"{video.stem}.foley.mkv"
-    return f"{video.stem}.foley{suffix if suffix in ('.mp4', '.mov', '.mkv', '.webm', '.m4v') else '.mp4'}"
 
 
 @app.command()
@@ -51,49 +39,10 @@ def dub(ctx: typer.Context,
                        max_duration=max_duration, keep_original=keep_original, device=device, dtype=dtype,
                        renderer_opts=renderer_options(weights, steps, cfg_scale, metaclip, t5, synchformer))
     path = resolve_video(video)
-    out_path = outputs.check_out(out if out is not None else free_path(Path.cwd() / out_name(path)), "video",
+    out_path = outputs.check_out(out if out is not None else free_path(Path.cwd() / outputs.out_name(path)), "video",
                                  inputs=[path], force=force)
     st = writable_store(ctx)  # the arguments are checked; now, before the input is probed or a model loads
     run_id = runs.create_dub_run(st, path, cfg, status="running", out=out_path, load_backends=True)
     err_console.print(f"run [bold]{run_id}[/bold]: dubbing {path.name} ({cfg.rounds} rounds max)")
     result = runs.execute_dub(st, run_id, out_path, force=force, on_event=Progress())
     report(st, run_id, result)
-
-
-@app.command()
-def batch(ctx: typer.Context, folder: Annotated[Path, typer.Argument(help="Folder of videos")],
-          out_dir: Annotated[Path, typer.Option("--out-dir", help="Where dubbed videos go")],
-          force: Force = False, rounds: Rounds = 3, seed: Seed = 0, watcher: Watcher = "offline",
-          watcher_model: WatcherModel = None, endpoint: Endpoint = None, renderer: Renderer = "offline",
-          weights: Weights = None, critic: Critic = None, refiner: Refiner = None,
-          max_duration: MaxDuration = 600.0, keep_original: KeepOriginal = "drop", device: Device = "auto",
-          dtype: Dtype = "fp32", db: Db = None, debug: Debug = False):
-    """Dub every video in a folder; bad files are recorded as failed runs and skipped."""
-    from agent import outputs, runs
-    from store.media import MediaError
-
-    if not folder.is_dir():
-        raise UserError(f"{folder}: not a folder")
-    outputs.check_folder(out_dir, "--out-dir")
-    cfg = build_config(rounds=rounds, seed=seed, watcher=watcher, watcher_model=watcher_model, endpoint=endpoint,
-                       renderer=renderer, critic=critic, refiner=refiner, max_duration=max_duration,
-                       keep_original=keep_original, device=device, dtype=dtype,
-                       renderer_opts=renderer_options(weights))
-    videos = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_EXTS)
-    if not videos:
-        raise UserError(f"{folder}: no video files ({', '.join(sorted(VIDEO_EXTS))})")
-    st = writable_store(ctx)
-    failures = 0
-    for p in videos:
-        try:
-            out = outputs.check_out(out_dir / out_name(p), "video", inputs=[p], force=force)
-            run_id = runs.create_dub_run(st, p, cfg, status="running", out=out)
-            runs.execute_dub(st, run_id, out, force=force)
-            run = st.get_run(run_id)
-            out_console.print(f"{p.name}: run {run_id} done ({run.stop_reason}), overall {fmt(run.best_overall)}")
-        except (MediaError, UserError) as exc:
-            failures += 1
-            out_console.print(f"{p.name}: skipped: {exc}")
-    out_console.print(f"{len(videos) - failures} dubbed, {failures} skipped")
-    if failures == len(videos):
-        raise typer.Exit(2)
