@@ -14,6 +14,7 @@ from agent.cli.common import (CfgScale, Critic, Db, Debug, Device, Dtype, Endpoi
 
 app = typer.Typer()
 
+
 def resolve_video(video: str) -> Path:
     if video.startswith("sample:"):
         from store.samples import sample_path
