@@ -16,6 +16,7 @@ from generator.thinksound import (
     load_mmdit,
     load_thinksound,
     load_vae,
+    resolve_auto_dtype,
     resolve_dtype,
 )
 
@@ -204,3 +205,25 @@ def test_resolve_dtype():
     assert resolve_dtype("bfloat16", cpu) == torch.bfloat16 and resolve_dtype(torch.float16, cpu) == torch.float16
     with pytest.raises(ValueError):
         resolve_dtype("int8", cpu)
+
+
+# ---- dtype "auto" ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("flags, want", [
+    ("fpu sse avx2 avx512f avx512_bf16", torch.bfloat16),
+    ("fpu sse avx2 amx_bf16 amx_tile", torch.bfloat16),
+    ("fpu sse avx2 avx512f", torch.float32),
+])
+def test_resolve_auto_dtype_reads_cpu_flags(tmp_path, flags, want):
+    info = tmp_path / "cpuinfo"
+    info.write_text(f"processor\t: 0\nmodel name\t: Test CPU\nflags\t\t: {flags}\n\nprocessor\t: 1\n")
+    dtype, why = resolve_auto_dtype("cpu", cpuinfo=info)
+    assert dtype == want
+    assert ("bf16 units" in why) and (("no bf16" in why) == (want == torch.float32))
+
+
+def test_resolve_auto_dtype_without_cpuinfo_is_fp32(tmp_path):
+    dtype, why = resolve_auto_dtype("cpu", cpuinfo=tmp_path / "missing")
+    assert dtype == torch.float32 and "no bf16 units" in why
+    assert resolve_dtype("auto", torch.device("cpu")) == resolve_auto_dtype("cpu")[0]

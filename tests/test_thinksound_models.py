@@ -16,6 +16,7 @@ from generator.thinksound import (
     MMDiT,
     RectifiedFlowEuler,
     SequenceConfig,
+    StartPoint,
     build_full_mmdit,
     build_full_vae,
     build_mmdit,
@@ -359,3 +360,85 @@ def test_sampler_inpaint_keeps_known_region(mo, tiny):
     out2 = RectifiedFlowEuler(4).sample(lambda x, t: tiny.predict_velocity(x, t, cond, 5.0), i["noise"],
                                         t_start=0.5, inpaint=Inpaint(known=known, mask=mask))
     assert torch.equal(out2[..., 30:], known[..., 30:])
+
+
+# ---- speed paths keep the oracle ----------------------------------------------------------------
+
+
+def test_gemm_convs_match_the_oracle_and_keep_the_state_dict(mo):
+    """Conv-as-GEMM (the CPU path) is the same function: oracle within tolerance, same keys/shapes/values."""
+    model = load_mmdit(mo["state_dict"], config=mo["config"], dtype="fp32", device="cpu")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    assert model.use_gemm_convs(True) == 28  # every kernel-3/7 conv of the tiny config
+    assert model.use_gemm_convs(True) == 0  # idempotent
+    conv = model.joint_blocks[0].latent_block.linear1
+    assert conv.gemm_layout and conv.weight.shape == (64, 64, 3) and not conv.weight.is_contiguous()
+    after = model.state_dict()
+    assert list(after) == list(before) and all(torch.equal(after[k], before[k]) for k in before)
+    i, o = mo["inputs"], mo["outputs"]
+    with torch.inference_mode():
+        y1 = model(i["x"], i["t"], i["clip_f"], i["sync_f"], i["text_f"], i["t5_features"], cfg_scale=1.0)
+        y5 = model(i["x"], i["t"], i["clip_f"], i["sync_f"], i["text_f"], i["t5_features"], cfg_scale=5.0)
+    assert _max_err(y1, o["forward_cfg1"]) < MMDIT_ATOL and _max_err(y5, o["forward_cfg5"]) < MMDIT_ATOL
+    half = model.to(torch.bfloat16)  # dtype casts keep the layout (preserve_format)
+    assert half.joint_blocks[0].latent_block.linear1.gemm_layout
+    model.use_gemm_convs(False)
+    assert not conv.gemm_layout and conv.weight.is_contiguous()
+
+
+def test_conditions_carry_their_own_sequence(mo, tiny):
+    """A render passes its SequenceConfig; the shared model's default lengths are not touched."""
+    i = mo["inputs"]
+    seq = SequenceConfig(3)
+    g = torch.Generator().manual_seed(5)
+    clip_f, sync_f = torch.randn(1, 24, 1024, generator=g), torch.randn(1, 72, 768, generator=g)
+    x = torch.randn(1, 64, seq.latent_seq_len, generator=g)
+    with torch.inference_mode():
+        cond = tiny.prepare_conditions(clip_f, sync_f, i["text_f"][:1], i["t5_features"][:1], 5.0, seq=seq)
+        v = tiny.predict_velocity(x, torch.tensor([0.4]), cond, 5.0)
+    assert tiny.config.latent_seq_len == 43 and cond.latent_rope.shape[0] == seq.latent_seq_len == 65
+    assert torch.allclose(cond.clip_rope, tiny.rope_tables(65, 24)[1])
+    ref = load_mmdit(mo["state_dict"], config=dict(mo["config"], **seq.lengths()), dtype="fp32", device="cpu")
+    with torch.inference_mode():
+        want = ref(x, torch.tensor([0.4]), clip_f, sync_f, i["text_f"][:1], i["t5_features"][:1], cfg_scale=5.0)
+    assert _max_err(v, want) < 1e-5
+    with pytest.raises(ValueError, match="latent length"):
+        tiny.predict_velocity(x[..., :43], torch.tensor([0.4]), cond, 5.0)
+
+
+def test_sequence_config_derives_every_length():
+    seq = SequenceConfig(9)
+    assert (seq.text_seq_len, seq.joint_text_len, seq.joint_seq_len) == (77, 154, 194 + 72 + 154)
+    assert seq.sync_windows == 27 and seq.clip_rope_scale == 194 / 72 and seq.bucket == (194, 72, 216)
+    edit = SequenceConfig.for_samples(3 * 44100)
+    assert edit.latent_seq_len == math.ceil(3 * 44100 / 2048) == 65 and edit.clip_seq_len == 24
+    short = SequenceConfig.for_samples(20_000)  # < 1 s of audio: CLIP/sync at the 1 s minimum
+    assert short.latent_seq_len == 10 and short.clip_seq_len == 8 and short.duration_s == 1.0
+    with pytest.raises(ValueError):
+        SequenceConfig(2.0, latent_frames=0)
+
+
+def test_start_point_validates_and_skips():
+    x0 = torch.zeros(1, 64, 10)
+    assert StartPoint().t_start == 1.0 and not StartPoint().skip_sampling and StartPoint().inpaint is None
+    assert StartPoint(x0, 0.0).skip_sampling
+    sp = StartPoint(x0, 0.5, mask=torch.ones(1, 1, 10))
+    assert sp.inpaint is not None and torch.equal(sp.inpaint.known, x0)
+    for bad in (dict(t_start=1.5, x0=x0), dict(t_start=float("nan"), x0=x0), dict(t_start=0.5),
+                dict(mask=torch.ones(1, 1, 10))):
+        with pytest.raises(ValueError):
+            StartPoint(**bad)
+    called = []
+    out = RectifiedFlowEuler(4).sample_from(lambda x, t: called.append(1) or x, torch.randn(1, 64, 10),
+                                            StartPoint(x0 + 2, 0.0))
+    assert torch.equal(out, x0 + 2) and not called
+
+
+def test_vae_decode_in_chunks_matches_oracle(vo):
+    vae = load_vae(vo["state_dict"], config=vo["config"], dtype="fp32", device="cpu")
+    z = vo["inputs"]["latents"]
+    with torch.inference_mode():
+        for bs in (1, 2, 5):
+            assert _max_err(vae.decode(z, batch_size=bs), vo["outputs"]["decoded"]) < VAE_ATOL
+    with pytest.raises(ValueError):
+        vae.decode(z, batch_size=0)

@@ -20,7 +20,8 @@ from agent import backends, runs
 from agent.config import RunConfig
 from generator.thinksound import SequenceConfig
 from agent.backends import options_for
-from generator.thinksound.pipeline import PipelineSpec, ThinkSoundPipeline, _make_room_on_gpu, latent_window
+from contract import memory
+from generator.thinksound.pipeline import GenerationRequest, PipelineSpec, ThinkSoundPipeline, latent_window
 from generator.thinksound.renderer import ThinkSoundRenderer, describe, make
 from generator.thinksound.weights import WeightsDir, write_tiny_weights
 from contract.plan import Plan
@@ -43,11 +44,16 @@ def build_tiny_setup(root: Path) -> dict:
     return {"root": root, "weights": weights, "video": video, "opts": opts}
 
 
+def release_renderer_models() -> list[str]:
+    """What agent/devices.py does between runs: the renderer's models leave the one model cache."""
+    return memory.SLOTS.release_roles({"renderer"})
+
+
 @pytest.fixture(scope="module", autouse=True)
 def _one_thread(one_torch_thread):
     yield
     backends.clear_cache()
-    ThinkSoundPipeline.forget_all()
+    release_renderer_models()
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +63,7 @@ def tiny(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def pipe(tiny):
-    p = ThinkSoundPipeline.get(PipelineSpec.from_options(tiny["opts"]))
+    p = ThinkSoundPipeline.get(PipelineSpec.from_options(tiny["opts"], dtype="fp32"))  # exact on every CPU
     p.load()
     return p
 
@@ -312,31 +318,195 @@ def test_renderer_options_and_shared_models(tiny):
     r1 = make(_opts(tiny["opts"] | {"steps": 8, "cfg_scale": 1.0}))
     r2 = make(_opts(tiny["opts"]))
     assert (r1.steps, r1.cfg_scale, r2.steps, r2.cfg_scale) == (8, 1.0, 24, 5.0)
-    assert r1.pipeline is r2.pipeline  # one set of loaded models per weights configuration
+    # one set of loaded models per weights configuration: shared through the model cache's keys
+    assert r1.pipeline.mmdit is r2.pipeline.mmdit and r1.pipeline.vae is r2.pipeline.vae
     assert isinstance(r1, ThinkSoundRenderer) and r1.name == "thinksound"
     with pytest.raises(ValueError, match="steps"):
         ThinkSoundRenderer(r1.spec, steps=0)
+    with pytest.raises(ValueError, match="cfg_scale"):
+        ThinkSoundRenderer(r1.spec, cfg_scale=float("nan"))
 
 
-def test_release_hook_is_best_effort(monkeypatch, caplog):
-    from generator.thinksound import pipeline as loader  # the model cache's make_room, as the pipeline sees it
+def test_models_live_in_the_one_cache_and_the_device_manager_frees_them(tiny):
+    """No second cache: the pipeline's modules are SLOTS entries (role renderer), gone after release_roles."""
+    import gc
+    import weakref
 
-    calls = []
-    monkeypatch.setattr(loader, "make_room", lambda gb: calls.append(gb) or ["qwen-7b"])
-    assert _make_room_on_gpu(3.5) == ["qwen-7b"] and calls == [3.5]
+    from agent.config import RunConfig
+    from agent.devices import DeviceManager
 
-    def boom(gb):
-        raise RuntimeError("driver")
+    p = ThinkSoundPipeline.get(PipelineSpec.from_options(tiny["opts"], dtype="fp32"))
+    p.load()
+    roles = memory.SLOTS.roles()
+    mine = {c["component"]: c["key"] for c in p.memory()}
+    assert [c["component"] for c in p.memory()] == ["t5", "metaclip", "synchformer", "mmdit", "vae"]
+    assert all(roles.get(mine[n]) == "renderer" for n in ("t5", "metaclip", "mmdit", "vae"))
+    assert mine["synchformer"] not in roles  # text-only so far: the video encoder is not loaded
+    dit = weakref.ref(p.mmdit)
+    released = DeviceManager(RunConfig(renderer="thinksound")).release_all()
+    assert {mine[n] for n in ("t5", "metaclip", "mmdit", "vae")} <= set(released)
+    gc.collect()
+    assert dit() is None and not p.loaded  # nothing else held the model
+    assert p.mmdit is not None and p.components["mmdit"].loaded  # the next use loads it again
 
-    monkeypatch.setattr(loader, "make_room", boom)
-    assert _make_room_on_gpu(1.0) == []
-    assert any("could not release" in r.message for r in caplog.records)
+
+def test_bad_inputs_fail_before_anything_loads(tiny):
+    release_renderer_models()
+    p = ThinkSoundPipeline.get(PipelineSpec.from_options(tiny["opts"], dtype="fp32"))
+    audio = _tone(1.0)
+    cases = [
+        (lambda: p.generate("x", "", float("nan")), "duration must be a positive number"),
+        (lambda: p.generate("x", "", 0.0), "duration must be a positive number"),
+        (lambda: p.generate("x", "", 1.0, steps=0), "steps must be an integer >= 1"),
+        (lambda: p.generate("x", "", 1.0, steps=2.5), "steps must be an integer >= 1"),
+        (lambda: p.generate("x", "", 1.0, cfg_scale=float("inf")), "cfg_scale must be a finite number"),
+        (lambda: p.generate("x", "", 1.0, cfg_scale=-1.0), "cfg_scale must be a finite number"),
+        (lambda: p.variation(audio, "x", "", 1.5), r"strength must be in 0\.\.1"),
+        (lambda: p.inpaint(audio, (0.2, 0.4), "x", "", strength=0.0), r"strength for a window edit"),
+        (lambda: p.inpaint(audio, (5.0, 6.0), "x", ""), "outside"),
+        (lambda: p.inpaint(audio, (0.6, 0.2), "x", ""), "0 <= start < end"),
+        (lambda: p.generate_batch([GenerationRequest("a", "", 1.0), GenerationRequest("b", "", -2.0)]),
+         "duration must be a positive number"),
+    ]
+    for call, message in cases:
+        with pytest.raises(ValueError, match=message):
+            call()
+    assert not p.loaded and "renderer" not in memory.SLOTS.roles().values()  # refused up front
 
 
-def test_cpu_load_never_asks_the_vlm_loader(tiny, tmp_path, monkeypatch):
-    from generator.thinksound import pipeline as loader
+# ---- batched rendering ---------------------------------------------------------------------------------------
 
-    calls = []
-    monkeypatch.setattr(loader, "make_room", lambda gb: calls.append(gb) or [])
-    p = ThinkSoundPipeline(PipelineSpec.from_options(tiny["opts"] | {"cache_dir": str(tmp_path / "c")}))
-    assert p.load()["released"] == [] and calls == []
+
+def _count_forwards(monkeypatch, p) -> list[int]:
+    dit = p.mmdit
+    calls: list[int] = []
+    real = dit.predict_flow
+
+    def counted(x, t, cond):
+        calls.append(x.shape[0])
+        return real(x, t, cond)
+
+    monkeypatch.setattr(dit, "predict_flow", counted)
+    return calls
+
+
+def test_generate_batch_shares_forwards_and_matches_separate_renders(pipe, monkeypatch):
+    reqs = [GenerationRequest(f"sound number {i}", f"Start with sound {i}.", 1.0, seed=10 + i, steps=2)
+            for i in range(8)]
+    calls = _count_forwards(monkeypatch, pipe)
+    separate = [pipe.generate(r.caption, r.cot, r.duration_s, seed=r.seed, steps=r.steps) for r in reqs]
+    n_separate = len(calls)
+    assert n_separate == 8 * 2 and set(calls) == {2}  # one CFG pair per forward
+    calls.clear()
+    batched = pipe.generate_batch(reqs)
+    assert len(calls) == 2 < n_separate and calls == [16, 16]  # 8 clips × (cond, uncond) in each forward
+    for one, many in zip(separate, batched):
+        _assert_same_render(many, one)  # fp32 GEMMs block differently at batch 16 than at batch 2
+        assert many.meta["batch_size"] == 8 and one.meta["batch_size"] == 1 and many.meta["seed"] == one.meta["seed"]
+    assert not np.allclose(batched[0].audio, batched[1].audio)  # different seeds and texts stay different
+
+
+def test_generate_batch_groups_by_duration_and_keeps_order(pipe, monkeypatch):
+    reqs = [GenerationRequest("a", "", 1.0, seed=1, steps=1), GenerationRequest("b", "", 1.5, seed=2, steps=1),
+            GenerationRequest("c", "", 1.0, seed=3, steps=1), GenerationRequest("d", "", 0.6, seed=4, steps=1)]
+    calls = _count_forwards(monkeypatch, pipe)
+    out = pipe.generate_batch(reqs)
+    # 1.0 s and 0.6 s (rendered at the 1 s minimum) share a bucket; 1.5 s has its own
+    assert sorted(calls) == [2, 6]
+    assert [g.meta["seed"] for g in out] == [1, 2, 3, 4]
+    assert [g.audio.shape[1] for g in out] == [SequenceConfig(1.0).num_samples, SequenceConfig(1.5).num_samples,
+                                               SequenceConfig(1.0).num_samples, round(0.6 * SR)]
+    assert [g.meta["batch_size"] for g in out] == [3, 1, 3, 3]
+
+
+def test_render_batch_writes_each_plan(tiny, tmp_path):
+    renderer = make(_opts(tiny["opts"] | {"steps": 2}))
+    jobs = [(Plan(caption=c, semantic=c, duration_s=1.0), None, None, i, tmp_path / f"{i}.wav")
+            for i, c in enumerate(["wind", "rain", "birds"])]
+    results = renderer.render_batch(jobs)
+    assert [r.audio_path for r in results] == [j[4] for j in jobs]
+    for r in results:
+        data, sr = sf.read(r.audio_path, always_2d=True)
+        assert sr == SR and data.shape == (SequenceConfig(1.0).num_samples, 2) and np.abs(data).max() > 0.99
+        assert r.meta["batch_size"] == 3 and r.meta["caption"] in ("wind", "rain", "birds")
+
+
+# ---- injected components, compile ------------------------------------------------------------------------------
+
+
+def _assert_same_render(a, b) -> None:
+    """Equal up to fp32 rounding (conv vs GEMM path, batch blocking); the random tiny VAE has a gain ~100."""
+    err = (a.latents - b.latents).abs().max().item()
+    assert err < 1e-4 * b.latents.abs().max().item(), err
+    np.testing.assert_allclose(a.audio, b.audio, atol=1e-3 * np.abs(b.audio).max(), rtol=0)
+
+
+def _injected(tiny, **kw) -> ThinkSoundPipeline:
+    """A pipeline built from objects, not a weights folder (diffusers-style components)."""
+    from generator.features import FeatureCache, MetaCLIPFeatures, T5Features
+    from generator.thinksound import load_mmdit, load_vae
+
+    w = tiny["weights"]
+    return ThinkSoundPipeline(
+        mmdit=load_mmdit(w.light, config=w.mmdit_config, dtype="fp32", device="cpu"),
+        vae=load_vae(w.light, config=w.vae_config, dtype="fp32", device="cpu"),
+        metaclip=MetaCLIPFeatures(tiny["opts"]["metaclip"]), t5=T5Features(tiny["opts"]["t5"]),
+        feature_cache=FeatureCache(tiny["root"] / "injected-cache"), **kw)
+
+
+def test_injected_components_render_like_the_weights_folder(tiny, pipe):
+    p = _injected(tiny)
+    assert p.loaded and p.device.type == "cpu" and p.dtype == torch.float32
+    a = p.generate("a door creaking open", "Start with a door creaking.", 1.0, seed=4, steps=2)
+    b = pipe.generate("a door creaking open", "Start with a door creaking.", 1.0, seed=4, steps=2)
+    _assert_same_render(a, b)
+    assert "renderer" not in {memory.SLOTS.roles().get(c["key"]) for c in p.memory()}  # none of it cached
+
+
+def test_compile_option_compiles_and_matches_eager(tiny, monkeypatch):
+    from generator.thinksound import pipeline as pl
+
+    monkeypatch.setattr(pl, "COMPILE_BACKEND", "eager")  # dynamo tracing only: seconds, no C++ compiler
+    eager = _injected(tiny)
+    compiled = _injected(tiny, compile=True)
+    a = eager.generate("rain", "Soft rain.", 1.0, seed=2, steps=2)
+    b = compiled.generate("rain", "Soft rain.", 1.0, seed=2, steps=2)
+    assert b.meta["compile"] == "compiled" and "compile" not in a.meta
+    assert b.meta["timings"]["compile_warmup_s"] > 0 and b.meta["timings"]["decode_warmup_s"] > 0
+    _assert_same_render(b, a)
+    again = compiled.generate("rain", "Soft rain.", 1.0, seed=2, steps=2)
+    assert again.meta["timings"]["compile_warmup_s"] == 0.0  # warm for this shape: not compiled twice
+
+
+def test_compile_failure_falls_back_with_a_warning(tiny, monkeypatch):
+    from generator.thinksound import pipeline as pl
+
+    def broken(gm, example_inputs):
+        raise RuntimeError("no C++ compiler here")
+
+    monkeypatch.setattr(pl, "COMPILE_BACKEND", broken)
+    p = _injected(tiny, compile=True)
+    with pytest.warns(RuntimeWarning) as record:
+        gen = p.generate("rain", "Soft rain.", 1.0, seed=2, steps=2)
+    messages = " | ".join(str(w.message) for w in record)
+    assert "torch.compile of the MM-DiT forward failed" in messages and "no C++ compiler here" in messages
+    assert "torch.compile of the VAE decoder failed" in messages and "running it eagerly" in messages
+    ref = _injected(tiny).generate("rain", "Soft rain.", 1.0, seed=2, steps=2)
+    assert gen.meta["compile"] == "eager (compile failed)"
+    _assert_same_render(gen, ref)
+
+
+def test_auto_dtype_follows_the_hardware_check(tiny, monkeypatch):
+    from generator.thinksound import pipeline as pl
+
+    monkeypatch.setattr(pl, "resolve_auto_dtype", lambda device: (torch.bfloat16, "test: bf16 units"))
+    p = ThinkSoundPipeline.get(PipelineSpec.from_options(tiny["opts"]))  # dtype "auto" is the default
+    assert p.spec.dtype == "auto" and p.dtype == torch.bfloat16 and p.dtype_why == "test: bf16 units"
+    gen = p.generate("wind", "", 1.0, seed=0, steps=2)
+    assert gen.meta["dtype"] == "bfloat16" and gen.meta["dtype_why"] == "test: bf16 units"
+    assert p.mmdit.dtype == torch.bfloat16 and p.vae.dtype == torch.float32  # the VAE stays fp32 (vae_dtype)
+    assert np.isfinite(gen.audio).all() and gen.audio.dtype == np.float32
+    monkeypatch.setattr(pl, "resolve_auto_dtype", lambda device: (torch.float32, "test: no bf16 units"))
+    assert ThinkSoundPipeline.get(PipelineSpec.from_options(tiny["opts"])).dtype == torch.float32
+    info = describe(_opts(tiny["opts"] | {"dtype": "bf16"}))
+    assert (info["dtype"], info["dtype_why"]) == ("bfloat16", "as configured")

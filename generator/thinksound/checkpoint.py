@@ -54,18 +54,60 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     return torch.device(device)
 
 
+CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo flags of CPUs with bf16 dot-product units
+
+
+def cpu_flags(path: str | Path = "/proc/cpuinfo") -> set[str]:
+    """The CPU feature flags (Linux); empty where /proc/cpuinfo does not exist."""
+    try:
+        text = Path(path).read_text(errors="replace")
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags") and ":" in line:
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def resolve_auto_dtype(device: str | torch.device | None = None, *,
+                       cpuinfo: str | Path = "/proc/cpuinfo") -> tuple[torch.dtype, str]:
+    """The renderer's `dtype="auto"`: bf16 where the device has bf16 units, fp16 on older CUDA, fp32 otherwise.
+
+    Returns (dtype, why) so `foleyloop models` can show the check. On CPU bf16 halves the MM-DiT forward time
+    where avx512_bf16/AMX exist (bench/generator.py part c) and is many times slower where they do not.
+    """
+    dev = resolve_device(device)
+    if dev.type == "cuda":
+        name = torch.cuda.get_device_name(dev)
+        major, minor = torch.cuda.get_device_capability(dev)
+        if torch.cuda.is_bf16_supported():
+            return torch.bfloat16, f"{name} (compute capability {major}.{minor}) supports bf16"
+        return torch.float16, f"{name} (compute capability {major}.{minor}) has no bf16: fp16"
+    if dev.type == "mps":
+        return torch.float16, "Apple MPS: fp16"
+    if dev.type == "cpu":
+        found = [f for f in CPU_BF16_FLAGS if f in cpu_flags(cpuinfo)]
+        if found:
+            return torch.bfloat16, f"CPU has {' and '.join(found)} (bf16 units)"
+        return torch.float32, f"CPU has no bf16 units (none of {', '.join(CPU_BF16_FLAGS)} in {cpuinfo}): fp32"
+    return torch.float32, f"{dev.type}: fp32"
+
+
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    """None/'auto' → fp32 on CPU (bf16 there is ~20× slower), bf16 on capable CUDA, else fp16."""
+    """'auto' → ``resolve_auto_dtype``; None → the library default: fp32 on CPU (exact), bf16 on capable
+    CUDA, else fp16; names fp32/fp16/bf16 (and aliases) as given."""
     if isinstance(dtype, torch.dtype):
         return dtype
-    if dtype is None or dtype == "auto":
+    if dtype == "auto":
+        return resolve_auto_dtype(device)[0]
+    if dtype is None:
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.float16 if device.type == "mps" else torch.float32
     try:
         return _DTYPES[str(dtype).lower()]
     except KeyError:
-        raise ValueError(f"unknown dtype {dtype!r}; use one of fp32, fp16, bf16") from None
+        raise ValueError(f"unknown dtype {dtype!r}; use one of auto, fp32, fp16, bf16") from None
 
 
 # ------------------------------------------------------------------------------------------
@@ -240,8 +282,11 @@ def _name(src: TensorFile | _DictFile) -> str:
 
 def load_mmdit(source: Source, seq: SequenceConfig | None = None, *,
                config: MMDiTConfig | Mapping[str, Any] | None = None, dtype: str | torch.dtype | None = None,
-               device: str | torch.device | None = None) -> MMDiT:
-    """MM-DiT from a light ckpt, Lightning ckpt or safetensors; default config = thinksound.json."""
+               device: str | torch.device | None = None, gemm_convs: bool = False) -> MMDiT:
+    """MM-DiT from a light ckpt, Lightning ckpt or safetensors; default config = thinksound.json.
+
+    gemm_convs=True re-stores the convolution weights for the GEMM path (faster on CPU; one copy of them).
+    """
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
     cfg = config if isinstance(config, MMDiTConfig) else (
@@ -252,6 +297,8 @@ def load_mmdit(source: Source, seq: SequenceConfig | None = None, *,
     model = build_mmdit(cfg, device="meta")
     load_module(model, src, MMDIT_PREFIXES, "MM-DiT", dtype=dt, device=dev, source=_name(src))
     model.rebuild_tables()  # non-persistent tables were built on meta
+    if gemm_convs:
+        model.use_gemm_convs(True)
     return model
 
 
