@@ -16,6 +16,7 @@ saying why; it never raises.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -30,7 +31,7 @@ from contract.options import BackendOptions
 from reasoning.offline import audio_features as af
 from reasoning.offline.aisfx_embed import FileReferences, cosine
 from contract.plan import Critique, EventKind, Finding, Plan, ScorerInfo
-from store.media import VideoInfo, read_audio
+from store.media import AUDIO_EXTS, AudioFile, VideoInfo, read_audio
 
 log = logging.getLogger(__name__)
 
@@ -283,7 +284,7 @@ def event_segment(e, duration_s: float) -> tuple[float, float]:
 def score_semantic(plan: Plan, audio: np.ndarray, sr: int, embedder: Any, reference_for: ReferenceFor,
                    threshold: float) -> DimensionResult:
     """Weighted mean of per-event rescaled cosines to the label's reference embedding."""
-    duration = audio.shape[-1] / sr
+    duration = af.n_samples(audio) / sr
     findings: list[Finding] = []
     scored: list[tuple[float, float, float]] = []  # (weight, cosine, rescaled)
     missing: list[str] = []
@@ -302,7 +303,7 @@ def score_semantic(plan: Plan, audio: np.ndarray, sr: int, embedder: Any, refere
         if ref is None:
             missing.append(e.label)
         else:
-            todo.append((e, audio[:, int(a * sr): int(b * sr)], ref))
+            todo.append((e, af.segment(audio, sr, a, b), ref))
     todo = _spread_over_labels(todo, SEM_MAX_SEGMENTS)
     embs = _embed_many(embedder, [seg for _, seg, _ in todo], sr)
     for (e, _, ref), emb in zip(todo, embs):
@@ -360,13 +361,14 @@ def _embedder_version(embedder: Any) -> str:
 
 
 # ---- aesthetic ----------------------------------------------------------------------------------------
-def score_aesthetic(plan: Plan, audio: np.ndarray, sr: int) -> DimensionResult:
+def score_aesthetic(plan: Plan, audio, sr: int) -> DimensionResult:
     findings: list[Finding] = []
+    audio = af.as_signal(audio, sr)
     lufs = af.integrated_loudness(audio, sr)
     tp = af.true_peak_dbtp(audio, sr)
     clip = af.clipping_ratio(audio)
     dc = af.dc_offset(audio)
-    duration = audio.shape[-1] / sr
+    duration = audio.n / sr
     spans = [(e.start_s, min(duration, max(e.end_s, e.start_s + 0.1))) for e in plan.events if e.start_s < duration]
     silent_in_events = af.silence_ratio(audio, sr, spans=spans) if spans else None
     silent_all = af.silence_ratio(audio, sr)
@@ -451,11 +453,11 @@ def score_aesthetic(plan: Plan, audio: np.ndarray, sr: int) -> DimensionResult:
 
 def _clip_owner(plan: Plan, audio: np.ndarray, sr: int) -> str | None:
     """The event holding at least 80% of the clipped samples, if one does."""
-    hits = np.flatnonzero((np.abs(af.to_2d(audio)) >= 0.999).any(axis=0)) / sr
-    if hits.size == 0 or len(plan.events) < 2:
+    total = af.clipped_samples(audio)
+    if total == 0 or len(plan.events) < 2:
         return None
     for e in plan.events:
-        inside = np.mean((hits >= e.start_s - 0.01) & (hits <= max(e.end_s, e.start_s) + 0.5))
+        inside = af.clipped_share(audio, sr, e.start_s - 0.01, max(e.end_s, e.start_s) + 0.5) / total
         if inside >= 0.8:
             return e.id
     return None
@@ -472,7 +474,7 @@ def score_spatial(plan: Plan, audio: np.ndarray, sr: int, visual: Any) -> Dimens
     energy_db = 10 * np.log10(np.maximum(energy, af.EPS))
     active = (motion >= MOTION_MIN) & (energy_db >= max(energy_db.max() + AUDIO_ACTIVE_DB, af.SILENCE_DBFS))
     name = "pan_vs_motion"
-    if af.to_2d(audio).shape[0] < 2:
+    if af.channels(audio) < 2:
         return DimensionResult(None, [ScorerInfo(name=name, version=VERSION, dimension="spatial", note="mono audio")],
                                [Finding(target="spatial", dimension="spatial", problem="the render is mono: no spatial cue")])
     if not active.any():
@@ -487,7 +489,7 @@ def score_spatial(plan: Plan, audio: np.ndarray, sr: int, visual: Any) -> Dimens
     if active.sum() >= 3 and pan[active].std() > 1e-3 and vbal[active].std() > 1e-3:
         corr = float(np.corrcoef(pan[active], vbal[active])[0, 1])
     findings = []
-    duration = audio.shape[-1] / sr
+    duration = af.n_samples(audio) / sr
     for e in sorted(plan.events, key=lambda e: e.start_s):
         if e.kind == EventKind.ambience or e.start_s >= duration:
             continue
@@ -510,6 +512,18 @@ def score_spatial(plan: Plan, audio: np.ndarray, sr: int, visual: Any) -> Dimens
     return DimensionResult(_clip01(1.0 - mad / SPATIAL_SPAN),
                            [ScorerInfo(name=name, version=VERSION, dimension="spatial", raw=round(mad, 4), note=note)],
                            findings)
+
+
+@contextlib.contextmanager
+def _open_render(path: Path):
+    """The render as an ``af.Signal``: a WAV/FLAC is streamed from disk (an hour of audio is never held
+    whole); anything else is decoded into memory."""
+    if Path(path).suffix.lower() in AUDIO_EXTS:
+        with AudioFile(path) as f:
+            yield af.Signal(file=f)
+    else:
+        data, sr = read_audio(path)
+        yield af.Signal(data, sr)
 
 
 # ---- the critic ---------------------------------------------------------------------------------------
@@ -548,6 +562,15 @@ class OfflineCritic:
         self._visual: dict[tuple, Any] = {}
         self._lock = threading.Lock()
 
+    # -- loading ------------------------------------------------------------------------------------
+    def load(self) -> None:
+        """Load the aiSFX model now (idempotent), so a run can time loading apart from its rounds; without it
+        the semantic score reports why it is missing, as before."""
+        try:
+            self.embedder()
+        except (ImportError, RuntimeError, OSError) as exc:
+            log.warning("offline critic: aiSFX unavailable (%s); semantic will not be scored", exc)
+
     # -- lazily resolved parts ------------------------------------------------------------------------
     def embedder(self):
         if self._embedder is None:
@@ -560,7 +583,8 @@ class OfflineCritic:
         with self._lock:
             if not self._references_resolved:
                 files = self._reference_files
-                self._reference_for = FileReferences(self.embedder(), files) if files is not None else None
+                self._reference_for = FileReferences(self.embedder(), files, cache_dir=self.cache_dir) \
+                    if files is not None else None
                 self._references_resolved = True
             return self._reference_for
 
@@ -577,11 +601,15 @@ class OfflineCritic:
 
     # -- protocol -------------------------------------------------------------------------------------
     def critique(self, plan: Plan, audio: Path, video: Path | None, info: VideoInfo | None) -> Critique:
-        wave, sr = read_audio(audio)
-        wave = wave.astype(np.float64)
-        short_by = plan.duration_s - wave.shape[-1] / sr
+        with _open_render(audio) as src:
+            return self._critique(plan, src, video, info)
+
+    def _critique(self, plan: Plan, src: "af.Signal", video: Path | None, info: VideoInfo | None) -> Critique:
+        sr = src.sr
+        short_by = plan.duration_s - src.n / sr
         if short_by > 0:  # judge the plan's whole timeline: what the render lacks counts as silence
-            wave = np.pad(wave, ((0, 0), (0, int(round(short_by * sr)))))
+            src.n += int(round(short_by * sr))
+        wave = src
         visual, why_no_visual = None, "no video (text-to-audio)"
         if video is not None:
             try:
@@ -608,7 +636,7 @@ class OfflineCritic:
                         findings=[f for r in results.values() for f in r.findings],
                         scorers=[s for r in results.values() for s in r.scorers])
 
-    def _semantic(self, plan: Plan, wave: np.ndarray, sr: int) -> DimensionResult:
+    def _semantic(self, plan: Plan, wave, sr: int) -> DimensionResult:
         try:
             embedder = self.embedder()
         except (ImportError, RuntimeError) as exc:
