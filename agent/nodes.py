@@ -231,8 +231,9 @@ def finalize(state: RunState, ctx: RunContext) -> dict:
     branches = json.loads(run.branches_json or "{}")
     record = {"stop_reason": state.get("stop_reason"), "best_round_id": best.id, "best_overall": best.score_overall}
     if state.get("video_path") and out:
-        audio, sr = media.read_audio(audio_path)
-        media.mux(state["video_path"], audio, sr, out, keep_original=ctx.cfg.keep_original)
+        # The WAV is streamed into the mux in blocks: an hour of soundtrack is never held in memory.
+        media.mux(state["video_path"], audio_path, None, out, keep_original=ctx.cfg.keep_original,
+                  info=_info(ctx, state["run_id"]))
         art = ctx.store.put_file(out, kind="video", run_id=state["run_id"], mime="video/mp4")
         record |= {"output_path": str(Path(out).resolve()), "output_artifact_id": art.id}
     elif out:
