@@ -288,7 +288,7 @@ def score_semantic(plan: Plan, audio: np.ndarray, sr: int, embedder: Any, refere
     findings: list[Finding] = []
     scored: list[tuple[float, float, float]] = []  # (weight, cosine, rescaled)
     missing: list[str] = []
-    todo: list[tuple[Any, np.ndarray, np.ndarray]] = []  # (event, segment, reference)
+    todo: list[tuple[Any, tuple[float, float], np.ndarray]] = []  # (event, segment span, reference)
     for e in sorted(plan.events, key=lambda e: e.start_s):
         if e.start_s >= duration:
             continue
@@ -303,9 +303,9 @@ def score_semantic(plan: Plan, audio: np.ndarray, sr: int, embedder: Any, refere
         if ref is None:
             missing.append(e.label)
         else:
-            todo.append((e, af.segment(audio, sr, a, b), ref))
-    todo = _spread_over_labels(todo, SEM_MAX_SEGMENTS)
-    embs = _embed_many(embedder, [seg for _, seg, _ in todo], sr)
+            todo.append((e, (a, b), ref))
+    todo = _spread_over_labels(todo, SEM_MAX_SEGMENTS)  # only the picked segments are read: memory per event, not clip
+    embs = _embed_many(embedder, [af.segment(audio, sr, a, b) for _, (a, b), _ in todo], sr)
     for (e, _, ref), emb in zip(todo, embs):
         cos = cosine(emb, ref)
         s = rescale_cosine(cos)
