@@ -188,6 +188,7 @@ class FrameGrid:
         self._times = None if times is None else sorted(float(t) for t in times)
         self._i = 0
         self.next_t: float | None = start_s if times is None else (self._times[0] if self._times else None)
+        self.seen_t: float | None = None  # time of the last frame decoded while this consumer was waiting
         self._check_end()
 
     def _check_end(self) -> None:
@@ -258,6 +259,7 @@ def stream_frames(path: str | Path, consumers: Mapping[str, FrameGrid], seek_gap
             images: dict[tuple[int, int], np.ndarray] = {}
             for name in list(active):
                 c = active[name]
+                c.seen_t = t
                 if t + 1e-6 < c.next_t:
                     continue
                 w, h = c.out_size(frame.width, frame.height)

@@ -18,7 +18,8 @@ import numpy as np
 from scipy.ndimage import minimum_filter1d, uniform_filter1d
 
 SR = 44100
-BLOCK = 1 << 20  # timeline samples mixed at a time (~24 s)
+BLOCK = 1 << 18  # timeline samples mixed at a time (~6 s): the render's working memory is a few of these
+MEASURE_BLOCK = 1 << 20  # samples per step when a bed measures its own level
 PREROLL_S = 0.003  # keep a few ms before the attack so the transient is not clipped by the fade-in
 
 # Reference levels (dBFS) each source is normalised to before the event's gain_db: impacts by their
@@ -235,8 +236,8 @@ class BedClip(Clip):
         self.kind = kind
         # normalise: the RMS of the whole faded fill, measured block by block
         total = 0.0
-        for a in range(0, self.length, BLOCK):
-            x = self._faded(a, min(self.length, a + BLOCK)).astype(np.float64)
+        for a in range(0, self.length, MEASURE_BLOCK):
+            x = self._faded(a, min(self.length, a + MEASURE_BLOCK)).astype(np.float64)
             total += float(np.sum(x * x))
         level = float(np.sqrt(total / (self._channels * self.length))) if self.length else 0.0
         self._norm = None if level < 1e-7 else db_to_gain(REFERENCE_DB.get(kind, -22.0)) / level

@@ -100,7 +100,6 @@ class KeyframePool(FrameGrid):
         self.k = 0  # grid index of next_t
         self.stride = 1
         self.kept: dict[int, np.ndarray] = {}
-        self.last_t: float | None = None  # last grid time sampled (frames exist at least up to it)
 
     def advance(self) -> None:
         while True:  # the same accumulated grid times as a 10 fps decode, thinned to multiples of the stride
@@ -111,7 +110,6 @@ class KeyframePool(FrameGrid):
 
     def add(self, t: float, img: np.ndarray) -> None:
         self.kept[self.k] = img
-        self.last_t = t
         if len(self.kept) > self.capacity:
             self.stride *= 2
             self.kept = {k: v for k, v in self.kept.items() if k % self.stride == 0}
@@ -129,8 +127,8 @@ class KeyframePool(FrameGrid):
         if not times:
             return []
         grid = self.grid()
-        if self.last_t is not None and self.next_t is not None:  # the pass ended early: no frames past the last
-            grid = grid[grid <= self.last_t + 1e-6]
+        if self.seen_t is not None:  # grid times after the last frame have no frame (a decode never yields them)
+            grid = grid[grid <= self.seen_t + 1e-6]
         if not len(grid):
             return [None] * len(times)
         ks = [int(np.argmin(np.abs(grid - w))) for w in times]
