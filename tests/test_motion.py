@@ -163,12 +163,15 @@ def test_one_analysis_per_video_whatever_cache_dirs_are_given(tmp, monkeypatch):
     """The watcher may have a cache dir and the critic none (or another): the video is still decoded once."""
     from reasoning.offline import motion
 
+    from tests.helpers import DecodeCounter
+
     clip = make_impact_clip(tmp / "shared.mp4", duration_s=2.0, impacts=(0.7, 1.4), seed=6)
     monkeypatch.setattr(motion, "_MEMO", type(motion._MEMO)())
+    counter = DecodeCounter(monkeypatch)
     a = analyze_video(clip.path, cache_dir=tmp / "watcher-cache")
-    monkeypatch.setattr(motion, "stream_frames", lambda *a, **k: (_ for _ in ()).throw(AssertionError("decoded")))
     b = analyze_video(clip.path)  # the critic's call, no cache dir
     c = analyze_video(clip.path, cache_dir=tmp / "critic-cache")  # another dir: written from the memo
+    assert len(counter.passes(clip.path)) == 1
     assert b.onsets == a.onsets == c.onsets and np.array_equal(b.motion, a.motion)
     assert analysis_cache_path(clip.path, tmp / "critic-cache").exists()
 

@@ -410,11 +410,11 @@ def test_critique_memory_does_not_grow_with_the_render(tmp_path):
     seconds = 180.0
     rng = np.random.default_rng(5)
     path = tmp_path / "long.wav"
-    from store.media import AudioWriter
+    import soundfile as sf
 
-    with AudioWriter(path, SR) as w:
+    with sf.SoundFile(str(path), "w", samplerate=SR, channels=2, subtype="PCM_16") as w:
         for a in range(0, int(seconds * SR), SR * 10):
-            w.write(0.05 * rng.standard_normal((2, SR * 10)).astype(np.float32))
+            w.write(0.05 * rng.standard_normal((SR * 10, 2)).astype(np.float32))
     hits = list(np.arange(1.0, seconds - 1, 2.0))
     plan = Plan(duration_s=seconds, events=[Event(id="bed", label="room tone", kind="ambience", start_s=0.0,
                                                   end_s=seconds)]
@@ -451,3 +451,27 @@ def test_reference_embeddings_are_cached_on_disk(tmp_path):
     write_audio(f1, clicks([0.9]), SR)  # the file changed: embedded anew
     cr.FileReferences(Embedder(), {"knock": [f1]}, cache_dir=tmp_path / "cache")("knock")
     assert len(calls) == 2
+
+
+def test_load_is_idempotent_and_critique_finds_the_model_loaded(tmp_path, monkeypatch):
+    calls = []
+
+    class Embedder:
+        version = "test"
+
+        def embed_many(self, segments, sr):
+            return [np.ones(4) for _ in segments]
+
+        def embed_file(self, path):
+            return np.ones(4)
+
+    monkeypatch.setattr(ae, "get_embedder", lambda: calls.append(1) or Embedder())
+    critic = cr.OfflineCritic(reference_files={"ball bounce": [tmp_path / "ref.wav"]}, cache_dir=tmp_path)
+    write_audio(tmp_path / "ref.wav", clicks([0.5]), SR)
+    critic.load()
+    critic.load()
+    assert calls == [1]
+    monkeypatch.setattr(ae, "get_embedder", lambda: (_ for _ in ()).throw(AssertionError("loaded in a round")))
+    audio = write_audio(tmp_path / "a.wav", clicks(HITS), SR)
+    c = critic.critique(plan_for(HITS), audio, None, None)
+    assert c.scores["semantic"] is not None

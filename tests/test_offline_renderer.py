@@ -404,3 +404,20 @@ def test_long_procedural_beds_loop_bounded_material(monkeypatch, tmp_path):
     assert res.meta["events"][0]["source"] == "procedural" and made and max(made) == renderer_mod.PROCEDURAL_BED_MAX
     env = mixer.envelope(audio.T, 0.05)[SR:-SR]
     assert env.min() > 0.1 * np.median(env)  # still covers the whole span
+
+
+def test_renderer_load_is_idempotent_and_rounds_find_the_bank_loaded(monkeypatch, tmp_path):
+    built = []
+
+    def load_default(cls, cache_dir=None, embedder=None):
+        built.append(cache_dir)
+        return SampleBank([], cache_dir=tmp_path, embedder=HashingEmbedder())
+
+    monkeypatch.setattr(SampleBank, "load_default", classmethod(load_default))
+    r = OfflineRenderer(cache_dir=tmp_path)
+    r.load()
+    r.load()
+    assert built == [tmp_path] and r._preset_vecs is not None
+    res = r.render(Plan(duration_s=1.0, events=[Event(id="c", label="sharp click", kind="impact", start_s=0.2,
+                                                      end_s=0.3)]), None, None, 0, tmp_path / "a.wav")
+    assert built == [tmp_path] and res.meta["events"][0]["source"] == "procedural"
