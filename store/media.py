@@ -2,6 +2,11 @@
 
 Every user-supplied path passes through ``probe`` first, which turns any decoding problem into a
 ``MediaError`` with a one-line message (the CLI maps it to exit code 2).
+
+Frames: ``stream_frames`` decodes a video once and feeds several consumers (``FrameGrid``: a rate or a list of
+times, an output size), seeking over what no consumer needs when sampling is sparse; ``iter_frames`` is its
+one-consumer form. Audio: ``iter_audio``/``AudioFile`` read in blocks and ``AudioWriter`` writes in blocks, and
+``mux`` streams a WAV, so long soundtracks are never held whole.
 """
 
 from __future__ import annotations

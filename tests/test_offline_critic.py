@@ -475,3 +475,45 @@ def test_load_is_idempotent_and_critique_finds_the_model_loaded(tmp_path, monkey
     audio = write_audio(tmp_path / "a.wav", clicks(HITS), SR)
     c = critic.critique(plan_for(HITS), audio, None, None)
     assert c.scores["semantic"] is not None
+
+
+def _dense_match(visual, audio, lag, tol=cr.MATCH_TOL_S):
+    """The whole-matrix assignment the critic used to solve (the reference)."""
+    from scipy.optimize import linear_sum_assignment
+
+    if len(visual) == 0 or len(audio) == 0:
+        return []
+    d = np.abs((audio[None, :] - lag) - visual[:, None])
+    rows, cols = linear_sum_assignment(np.where(d <= tol, d, 1e6))
+    return [(int(i), int(j)) for i, j in zip(rows, cols) if d[i, j] <= tol]
+
+
+def test_onset_matching_in_runs_equals_the_whole_matrix_assignment():
+    rng = np.random.default_rng(0)
+    for trial in range(150):
+        nv = int(rng.integers(0, 25))
+        v = np.sort(rng.uniform(0, 10, nv))
+        m = rng.random(nv) < 0.7
+        a = np.sort(np.concatenate([v[m] + rng.normal(0.03, 0.05, m.sum()), rng.uniform(0, 10, int(rng.integers(0, 8))),
+                                    v[:2] + 0.08, v[:2] - 0.08]))  # exactly at the tolerance, and crowded
+        for lag in (0.0, 0.04, -0.1):
+            ref, got = _dense_match(v, a, lag), cr.match_onsets(v, a, lag)
+            cost = lambda ps: sum(abs(a[j] - lag - v[i]) for i, j in ps)  # noqa: E731
+            assert len(got) == len(ref) and cost(got) == pytest.approx(cost(ref), abs=1e-12)
+            assert len({i for i, _ in got}) == len({j for _, j in got}) == len(got)  # one-to-one
+            assert all(abs(a[j] - lag - v[i]) <= cr.MATCH_TOL_S for i, j in got)
+
+
+def test_fit_lag_on_many_onsets_solves_small_assignments_only(monkeypatch):
+    """Half an hour of hits: the whole-clip assignment was a V x A matrix per candidate lag (quadratic memory,
+    cubic time, hours at 2400 onsets); runs of nearby onsets keep every assignment tiny."""
+    from scipy.optimize import linear_sum_assignment
+
+    sizes = []
+    monkeypatch.setattr(cr, "linear_sum_assignment", lambda c: sizes.append(c.size) or linear_sum_assignment(c))
+    rng = np.random.default_rng(1)
+    v = np.sort(rng.uniform(0, 360, 600))
+    a = np.sort(np.concatenate([v + 0.02 + rng.normal(0, 0.01, v.size), rng.uniform(0, 360, 60)]))
+    fit = cr.fit_lag(v, a)
+    assert fit.recall > 0.95 and fit.lag == pytest.approx(0.02, abs=0.01)
+    assert max(sizes, default=0) <= 64, max(sizes)

@@ -104,13 +104,42 @@ def lag_factor(lag: float) -> float:
 
 def match_onsets(visual: np.ndarray, audio: np.ndarray, lag: float, tol: float = MATCH_TOL_S
                  ) -> list[tuple[int, int]]:
-    """Optimal one-to-one pairs (visual i, audio j) with |audio - lag - visual| <= tol."""
-    if len(visual) == 0 or len(audio) == 0:
+    """Optimal one-to-one pairs (visual i, audio j) with |audio - lag - visual| <= tol, in visual order.
+
+    The most pairs, then the least total distance (a linear assignment). Onsets only pair within ``tol``, so
+    the problem splits into runs of nearby onsets: a lone pair is taken as is and only runs with a choice go
+    through ``linear_sum_assignment`` (a whole-clip cost matrix is quadratic in memory and cubic in time).
+    """
+    v = np.asarray(visual, dtype=np.float64)
+    u = np.asarray(audio, dtype=np.float64) - lag  # the same arithmetic as |(audio - lag) - visual|
+    if len(v) == 0 or len(u) == 0:
         return []
-    d = np.abs((audio[None, :] - lag) - visual[:, None])
-    cost = np.where(d <= tol, d, 1e6)
-    rows, cols = linear_sum_assignment(cost)
-    return [(int(i), int(j)) for i, j in zip(rows, cols) if d[i, j] <= tol]
+    vo, uo = np.argsort(v, kind="stable"), np.argsort(u, kind="stable")
+    vs, us = v[vo], u[uo]
+    lo = np.searchsorted(us, vs - tol - 1e-9, side="left")
+    hi = np.searchsorted(us, vs + tol + 1e-9, side="right")
+    while True:  # trim each window to the exact distance test (the pairs it passes are contiguous)
+        bad_lo = (lo < hi) & (np.abs(us[np.minimum(lo, len(us) - 1)] - vs) > tol)
+        bad_hi = (hi > lo) & (np.abs(us[np.maximum(hi - 1, 0)] - vs) > tol)
+        if not (bad_lo.any() or bad_hi.any()):
+            break
+        lo, hi = lo + bad_lo, hi - bad_hi
+    rows = np.flatnonzero(hi > lo)
+    if rows.size == 0:
+        return []
+    # Runs: consecutive rows whose column windows overlap (windows only move right as the rows do).
+    reach = np.maximum.accumulate(hi[rows])
+    starts = np.flatnonzero(np.r_[True, lo[rows[1:]] >= reach[:-1]])
+    ends = np.r_[starts[1:], rows.size]
+    lone = (ends - starts == 1) & (hi[rows[starts]] - lo[rows[starts]] == 1)  # one visual, one audio: no choice
+    pairs = list(zip(vo[rows[starts[lone]]].tolist(), uo[lo[rows[starts[lone]]]].tolist()))
+    for s0, s1 in zip(starts[~lone], ends[~lone]):
+        rr = rows[s0:s1]
+        c0, c1 = int(lo[rr[0]]), int(reach[s1 - 1])
+        d = np.abs(us[None, c0:c1] - vs[rr, None])
+        r_idx, c_idx = linear_sum_assignment(np.where(d <= tol, d, 1e6))
+        pairs.extend((int(vo[rr[i]]), int(uo[c0 + j])) for i, j in zip(r_idx, c_idx) if d[i, j] <= tol)
+    return sorted(pairs)
 
 
 def fit_lag(visual: Iterable[float], audio: Iterable[float], weights: Iterable[float] | None = None,
@@ -125,23 +154,38 @@ def fit_lag(visual: Iterable[float], audio: Iterable[float], weights: Iterable[f
     v = np.asarray(list(visual), dtype=np.float64)
     a = np.asarray(list(audio), dtype=np.float64)
     w = np.ones(len(a)) if weights is None else np.asarray(list(weights), dtype=np.float64)
-    diffs = (a[None, :] - v[:, None]).ravel()
-    candidates = np.unique(np.round(np.concatenate([[0.0], diffs[np.abs(diffs) <= max_lag]]), 4))
+    # audio onsets within ±max_lag of each visual one (a band, not the whole V×A matrix)
+    a_sorted = np.sort(a)
+    lo = np.searchsorted(a_sorted, v - max_lag - 1e-9, side="left")
+    hi = np.searchsorted(a_sorted, v + max_lag + 1e-9, side="right")
+    diffs = np.concatenate([[0.0]] + [a_sorted[l:h] - x for x, l, h in zip(v, lo, hi)])
+    candidates = np.unique(np.round(diffs[np.abs(diffs) <= max_lag], 4))
+    w_total = w.sum()
     best: LagFit | None = None
     best_key = None
+    matched: dict[float, list[tuple[int, int]]] = {}  # many candidates realise the same median lag
+
+    def match(lag: float) -> list[tuple[int, int]]:
+        if lag not in matched:
+            matched[lag] = match_onsets(v, a, lag, tol)
+        return matched[lag]
+
     for cand in candidates:
-        pairs = match_onsets(v, a, float(cand), tol)
-        lag = float(np.median([a[j] - v[i] for i, j in pairs])) if pairs else 0.0
-        pairs = match_onsets(v, a, lag, tol) or pairs
-        precision = float(sum(w[j] for _, j in pairs) / w.sum()) if len(a) and w.sum() > 0 else 0.0
+        pairs = match(float(cand))
+        lag = float(np.median(a[[j for _, j in pairs]] - v[[i for i, _ in pairs]])) if pairs else 0.0
+        pairs = match(lag) or pairs
+        pi = np.fromiter((i for i, _ in pairs), dtype=np.intp, count=len(pairs))
+        pj = np.fromiter((j for _, j in pairs), dtype=np.intp, count=len(pairs))
+        # running sums add in pair order, exactly as a Python sum() over the pairs would
+        precision = float((np.cumsum(w[pj])[-1] if len(pj) else 0.0) / w_total) if len(a) and w_total > 0 else 0.0
         recall = len(pairs) / len(v) if len(v) else 0.0
         f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
         score = f1 * lag_factor(lag)
-        resid = sum(abs(a[j] - lag - v[i]) for i, j in pairs)
+        resid = float(np.cumsum(np.abs(a[pj] - lag - v[pi]))[-1]) if len(pj) else 0
         key = (round(score, 9), -round(resid, 9), -abs(lag))
         if best_key is None or key > best_key:
-            mv = {i for i, _ in pairs}
-            ma = {j for _, j in pairs}
+            mv = set(pi.tolist())
+            ma = set(pj.tolist())
             best_key = key
             best = LagFit(lag=lag, f1=f1, score=score, pairs=pairs, precision=precision, recall=recall,
                           unmatched_visual=[i for i in range(len(v)) if i not in mv],
@@ -159,18 +203,32 @@ def attribute_onsets(plan: Plan, onsets: list[float], tol: float = MATCH_TOL_S) 
 
     An onset near an impact event's start came from it; an onset inside a continuous/ambience/speech/music
     span (and near no impact) is texture of that sound, not a claim of an impact, so precision ignores it.
+    Onsets closest to an impact are attributed first. Nearby events are found by bisection, so a clip with
+    thousands of hits costs no onsets × events loop.
     """
     owner: dict[int, str] = {}
     taken: set[str] = set()
     impacts = _impact_events(plan)
-    for j in sorted(range(len(onsets)), key=lambda j: min((abs(onsets[j] - e.start_s) for e in impacts), default=9)):
-        near = [e for e in impacts if abs(onsets[j] - e.start_s) <= tol and e.id not in taken]
+    starts = np.asarray([e.start_s for e in impacts], dtype=np.float64)
+    t = np.asarray(onsets, dtype=np.float64)
+    if len(impacts):
+        k = np.searchsorted(starts, t)
+        # nearest start: the neighbours around the insertion point (their min is the min over all starts)
+        dist = np.minimum(np.abs(t - starts[np.clip(k - 1, 0, len(starts) - 1)]),
+                          np.abs(t - starts[np.clip(k, 0, len(starts) - 1)]))
+    else:
+        dist = np.full(len(t), 9.0)
+    for j in sorted(range(len(onsets)), key=lambda j: float(dist[j])):
+        lo = int(np.searchsorted(starts, onsets[j] - tol - 1e-9, side="left"))
+        hi = int(np.searchsorted(starts, onsets[j] + tol + 1e-9, side="right"))
+        near = [e for e in impacts[lo:hi] if abs(onsets[j] - e.start_s) <= tol and e.id not in taken]
         if near:
             e = min(near, key=lambda e: abs(onsets[j] - e.start_s))
             owner[j] = e.id
             taken.add(e.id)
+    beds = [e for e in plan.events if e.kind != EventKind.impact]
     texture = [j for j, t in enumerate(onsets) if j not in owner and any(
-        e.kind != EventKind.impact and e.start_s - tol <= t <= max(e.end_s, e.start_s) + tol for e in plan.events)]
+        e.start_s - tol <= t <= max(e.end_s, e.start_s) + tol for e in beds)]
     return owner, texture
 
 
