@@ -12,7 +12,7 @@ and write), so an hour-long soundtrack is never held whole. ``master`` is the sa
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 from scipy.ndimage import minimum_filter1d, uniform_filter1d
@@ -142,19 +142,6 @@ def place_stereo(x: np.ndarray, pan: float, point_source: bool,
         x = np.stack([mono, mono])
     gl, gr = gains if gains is not None else pan_gains(pan)
     return np.stack([x[0] * gl, x[1] * gr]).astype(np.float32)
-
-
-class Bus:
-    """A stereo timeline held in memory (short material; the renderer mixes a ``Timeline`` block by block)."""
-
-    def __init__(self, n: int):
-        self.data = np.zeros((2, n), np.float32)
-
-    def add(self, x: np.ndarray, at: int) -> None:
-        n = self.data.shape[-1]
-        lo, hi = max(0, at), min(n, at + x.shape[-1])
-        if hi > lo:
-            self.data[:, lo:hi] += x[:, lo - at:hi - at]
 
 
 # ---- clips: placed sounds rendered on demand ------------------------------------------------------------
@@ -357,36 +344,6 @@ class _DCBlock:
             self.zi = np.zeros((self.sos.shape[0],) + x.shape[:-1] + (2,))
         y, self.zi = sosfilt(self.sos, x, axis=-1, zi=self.zi)
         return y.astype(np.float32)
-
-
-def loudness(x: np.ndarray) -> float | None:
-    """Integrated loudness (LUFS), pyloudnorm's numbers; None for silence or clips under one 400 ms block."""
-    return _loudness([x], x.shape[-1], x.shape[0] if x.ndim > 1 else 1)
-
-
-def _loudness(blocks: Iterable[np.ndarray], n: int, channels: int) -> float | None:
-    from store.loudness import LoudnessMeter
-
-    if n < int(0.4 * SR) + 1:
-        return None
-    meter = LoudnessMeter(SR, channels)
-    for b in blocks:
-        meter.add(b)
-    value = meter.integrated()
-    return value if value is not None and np.isfinite(value) else None
-
-
-def limit(x: np.ndarray, ceiling_db: float = -1.0, lookahead_s: float = 0.005) -> tuple[np.ndarray, bool]:
-    """Look-ahead peak limiter: a smoothed gain curve that never lets |x| exceed the ceiling.
-
-    The gain is the minimum over ±lookahead, then averaged over half that window, so it glides into
-    each peak instead of clipping it, and every sample stays at or under its own required gain.
-    """
-    ceiling = db_to_gain(ceiling_db)
-    peak = np.abs(x).max(axis=0)
-    if peak.size == 0 or peak.max() <= ceiling:
-        return x.astype(np.float32), False
-    return _limit_segment(x, ceiling, lookahead_s, 0, x.shape[-1]), True
 
 
 def _limit_segment(x: np.ndarray, ceiling: float, lookahead_s: float, a: int, b: int) -> np.ndarray:

@@ -20,6 +20,7 @@ import contextlib
 import logging
 import os
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -163,11 +164,15 @@ def fit_lag(visual: Iterable[float], audio: Iterable[float], weights: Iterable[f
     w_total = w.sum()
     best: LagFit | None = None
     best_key = None
-    matched: dict[float, list[tuple[int, int]]] = {}  # many candidates realise the same median lag
+    matched: OrderedDict[float, list[tuple[int, int]]] = OrderedDict()  # many candidates realise the same median
 
     def match(lag: float) -> list[tuple[int, int]]:
-        if lag not in matched:
+        if lag in matched:
+            matched.move_to_end(lag)
+        else:
             matched[lag] = match_onsets(v, a, lag, tol)
+            if len(matched) > 16:  # a few recent lags: caching every candidate's pairs would grow with V x lags
+                matched.popitem(last=False)
         return matched[lag]
 
     for cand in candidates:

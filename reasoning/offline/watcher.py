@@ -144,14 +144,6 @@ class KeyframePool(FrameGrid):
         return [self.kept.get(k, fallback) for k in ks]
 
 
-def grab_frames(video: Path, times: list[float], duration_s: float, max_side: int = KEY_MAX_SIDE
-                ) -> list[np.ndarray]:
-    """The frame nearest each requested time on the 0.1 s grid, fetched on its own (seeking where sparse)."""
-    pool = KeyframePool(duration_s, max_side=max_side, capacity=0)
-    pool.next_t = None  # nothing collected: every time is fetched
-    return pool.frames_for(video, times)
-
-
 def _fmt_times(times: list[float], limit: int = _MAX_LISTED_TIMES) -> str:
     shown = ", ".join(f"{t:.1f}" for t in times[:limit])
     more = len(times) - limit
