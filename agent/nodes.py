@@ -213,8 +213,9 @@ def finalize(state: RunState, runtime: Runtime[RunContext]) -> dict:
         out_path = Path(out)
         with outputs.staging(out_path) as tmp:
             if state.get("video_path"):
-                audio, sr = media.read_audio(audio_path)
-                media.mux(state["video_path"], audio, sr, tmp, keep_original=ctx.cfg.keep_original)
+                # The WAV is streamed into the mux in blocks: an hour of soundtrack is never held in memory.
+                media.mux(state["video_path"], audio_path, None, tmp, keep_original=ctx.cfg.keep_original,
+                          info=_info(ctx, run_id))
                 art = ctx.store.put_file(tmp, kind="video", run_id=run_id,
                                          mime=mimetypes.guess_type(out_path.name)[0] or "video/mp4")
                 record["output_artifact_id"] = art.id

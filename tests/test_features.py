@@ -275,3 +275,15 @@ def test_cache_recomputes_unreadable_entry(tmp_path, caplog):
         out = cache.get_or_compute("k", compute)
     assert len(calls) == 2 and torch.equal(out["x"], torch.arange(6.0).view(2, 3)) and "unreadable" in caplog.text
     assert torch.equal(cache.get_or_compute("k", compute)["x"], out["x"]) and cache.hits == 1
+
+
+def test_video_features_come_from_one_decode(models, clips, monkeypatch):
+    """MetaCLIP's 8 fps and Synchformer's 25 fps frames are taken from the same streamed pass."""
+    from tests.helpers import DecodeCounter
+
+    counter = DecodeCounter(monkeypatch)
+    feats = _extractor(models).compute_video(clips["two"], 2.0)
+    assert len(counter.passes(clips["two"])) == 1 and counter.passes(clips["two"])[0]["frames"] <= 50
+    assert feats["clip_f"].shape == (16, 1024) and feats["sync_f"].shape == (40, SYNC_DIM)
+    _, frames = sample_frames(clips["two"], 8, duration_s=2.0)
+    torch.testing.assert_close(feats["clip_f"], models["clip"].encode_images(list(frames)))

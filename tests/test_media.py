@@ -90,3 +90,102 @@ def test_other_containers(tmp_path, container):
     assert info.duration_s == pytest.approx(2.0, abs=0.1)
     out = media.mux(path, np.zeros((2, 88200), np.float32), 44100, tmp_path / f"o.{container}")
     assert media.probe(out).has_audio
+
+
+# ---- one streaming decode for several consumers, seeking when sparse, streamed audio -------------------------
+
+def _gop_clip(path, seconds: float, gop: int, size=(32, 32), fps: int = 25):
+    """A moving-square clip with a keyframe every ``gop`` frames (so seeking has somewhere to land)."""
+    from fractions import Fraction
+
+    n = int(seconds * fps)
+    with av.open(str(path), "w") as dst:
+        vs = dst.add_stream("libx264", rate=Fraction(fps))
+        vs.width, vs.height, vs.pix_fmt = size[0], size[1], "yuv420p"
+        vs.options = {"preset": "ultrafast", "g": str(gop), "keyint_min": str(gop), "sc_threshold": "0"}
+        for i in range(n):
+            img = np.zeros((size[1], size[0], 3), np.uint8)
+            img[..., 0] = i % 256  # every frame differs, so a wrong frame is caught
+            x = int(i * (size[0] - 8) / max(1, n - 1))
+            img[8:16, x:x + 8] = 255
+            for p in vs.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                dst.mux(p)
+        for p in vs.encode(None):
+            dst.mux(p)
+    return path
+
+
+def test_stream_frames_feeds_consumers_from_one_decode(tmp_path, monkeypatch):
+    from tests.helpers import DecodeCounter
+
+    p = media.write_video(tmp_path / "m.mp4", _moving_square(50), 25)
+    separate = {
+        "motion": list(media.iter_frames(p, 25.0, max_side=48, end_s=2.0)),
+        "clip": list(media.iter_frames(p, 8.0, end_s=2.0)),
+        "fixed": list(media.iter_frames(p, 5.0, size=(32, 32))),
+    }
+    counter = DecodeCounter(monkeypatch)
+    consumers = {"motion": media.FrameGrid(25.0, max_side=48, end_s=2.0), "clip": media.FrameGrid(8.0, end_s=2.0),
+                 "fixed": media.FrameGrid(5.0, size=(32, 32))}
+    together: dict[str, list] = {k: [] for k in consumers}
+    for name, t, img in media.stream_frames(p, consumers):
+        together[name].append((t, img))
+    assert len(counter.passes(p)) == 1 and counter.passes(p)[0]["frames"] == 50
+    for name, frames in separate.items():
+        assert [t for t, _ in together[name]] == [t for t, _ in frames]
+        assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(together[name], frames))
+
+
+def test_sparse_sampling_seeks_instead_of_decoding_everything(tmp_path, monkeypatch):
+    from tests.helpers import DecodeCounter
+
+    p = _gop_clip(tmp_path / "g.mp4", seconds=40.0, gop=25)
+    linear = list(media.stream_frames(p, {"k": media.FrameGrid(0.2, max_side=16)}, seek_gap_s=None))
+    counter = DecodeCounter(monkeypatch)
+    seeking = list(media.iter_frames(p, 0.2, max_side=16))  # one frame every 5 s
+    assert [t for _, t, _ in linear] == [t for t, _ in seeking] and len(seeking) == 8
+    assert all(np.array_equal(a, b) for (_, _, a), (_, b) in zip(linear, seeking))
+    decoded = counter.passes(p)[0]["frames"]
+    assert decoded < 0.4 * 1000, decoded  # ~one GOP per sample, not the 1000 frames of a linear pass
+
+
+def test_seeking_gives_up_when_keyframes_are_too_sparse(tmp_path, monkeypatch):
+    from tests.helpers import DecodeCounter
+
+    p = _gop_clip(tmp_path / "g.mp4", seconds=12.0, gop=300)  # a single keyframe
+    counter = DecodeCounter(monkeypatch)
+    got = list(media.iter_frames(p, 0.25, max_side=16))
+    assert len(got) == 3
+    assert counter.passes(p)[0]["frames"] <= 300 + 60  # one wasted GOP at most, never a decode per sample
+
+
+def test_mux_streams_a_wav_and_leaves_the_callers_array_alone(tmp_path):
+    sr = 44100
+    tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(3 * sr) / sr)).astype(np.float32)
+    src = media.write_video(tmp_path / "v.mp4", _moving_square(75), 25, audio=tone, sample_rate=sr)
+    x = np.random.default_rng(1).uniform(-0.5, 0.5, (2, 3 * sr)).astype(np.float32)
+    wav = media.write_audio(tmp_path / "x.wav", x, sr)
+    q, _ = media.read_audio(wav)  # what the WAV holds (16-bit)
+    before = q.copy()
+    from_array = media.read_audio(media.mux(src, q, sr, tmp_path / "a.mp4", keep_original="mix"))[0]
+    assert np.array_equal(q, before)  # mixing the original track used to write into the caller's array
+    from_path = media.read_audio(media.mux(src, wav, None, tmp_path / "p.mp4", keep_original="mix",
+                                           info=media.probe(src)))[0]
+    assert from_path.shape == from_array.shape and np.array_equal(from_path, from_array)
+
+
+def test_audio_writer_writes_what_write_audio_writes(tmp_path):
+    x = np.random.default_rng(2).uniform(-1.2, 1.2, (2, 100_000)).astype(np.float32)
+    whole = media.write_audio(tmp_path / "whole.wav", x, 44100)
+    with media.AudioWriter(tmp_path / "blocks.wav", 44100) as w:
+        for a in range(0, x.shape[1], 30_000):
+            w.write(x[:, a:a + 30_000])
+    assert (tmp_path / "blocks.wav").read_bytes() == whole.read_bytes()
+    assert not list(tmp_path.glob("*.part"))
+    with pytest.raises(RuntimeError), media.AudioWriter(tmp_path / "failed.wav", 44100) as w:
+        w.write(x[:, :10])
+        raise RuntimeError("killed mid-write")
+    assert not (tmp_path / "failed.wav").exists() and not list(tmp_path.glob("*.part"))
+    f = media.AudioFile(whole)
+    assert f.n == x.shape[1] and np.array_equal(np.concatenate([b for _, b in f.blocks(7000)], axis=1),
+                                                media.read_audio(whole)[0])

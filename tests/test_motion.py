@@ -157,3 +157,32 @@ def test_synthetic_frames_are_deterministic_and_validated():
     assert np.array_equal(a, b) and pans_a == pans_b
     with pytest.raises(ValueError):
         render_impact_frames(1.0, (1.5,), 25.0)
+
+
+def test_one_analysis_per_video_whatever_cache_dirs_are_given(tmp, monkeypatch):
+    """The watcher may have a cache dir and the critic none (or another): the video is still decoded once."""
+    from reasoning.offline import motion
+
+    from tests.helpers import DecodeCounter
+
+    clip = make_impact_clip(tmp / "shared.mp4", duration_s=2.0, impacts=(0.7, 1.4), seed=6)
+    monkeypatch.setattr(motion, "_MEMO", type(motion._MEMO)())
+    counter = DecodeCounter(monkeypatch)
+    a = analyze_video(clip.path, cache_dir=tmp / "watcher-cache")
+    b = analyze_video(clip.path)  # the critic's call, no cache dir
+    c = analyze_video(clip.path, cache_dir=tmp / "critic-cache")  # another dir: written from the memo
+    assert len(counter.passes(clip.path)) == 1
+    assert b.onsets == a.onsets == c.onsets and np.array_equal(b.motion, a.motion)
+    assert analysis_cache_path(clip.path, tmp / "critic-cache").exists()
+
+
+def test_analysis_state_per_frame_is_a_few_numbers(tmp):
+    """Per-frame features live in flat arrays (no Python object per value): ~400 bytes a frame."""
+    from reasoning.offline.motion import _Accumulator
+
+    acc = _Accumulator(160, 90)
+    rng = np.random.default_rng(0)
+    for i in range(300):
+        acc.add(i / 25, rng.integers(0, 255, (90, 160, 3), dtype=np.uint8))
+    per_frame = (acc._bands._data.nbytes + acc._stats._data.nbytes + acc._times._data.nbytes) / 300
+    assert per_frame < 500 and acc.col_mass.shape == (299, 8) and acc.total.shape == (299,)

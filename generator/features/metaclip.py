@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from models.hub import fingerprint_dir, resolve_model
-from .stream import map_batches
+from .stream import Batcher, map_batches
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +104,16 @@ class MetaCLIPFeatures:
             raise ValueError("n_frames must be positive")
         feats, _ = map_batches(frames, n_frames, self.batch_size, self.encode_images, "CLIP")
         return fit_rows(feats, n_frames)
+
+    def batcher(self, n_frames: int) -> Batcher:
+        """A push-based ``encode_frames``: push 8 fps frames, then ``finish_frames``."""
+        if n_frames <= 0:
+            raise ValueError("n_frames must be positive")
+        return Batcher(n_frames, self.batch_size, self.encode_images, "CLIP")
+
+    @staticmethod
+    def finish_frames(batcher: Batcher) -> torch.Tensor:
+        return fit_rows(batcher.finish()[0], batcher.n_frames)
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
         return self.processor.tokenizer(texts, max_length=TEXT_TOKENS, padding="max_length", truncation=True,

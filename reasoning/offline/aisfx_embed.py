@@ -17,8 +17,10 @@ it pickles. Only the embedding trunk is built; the nine classifier heads have no
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import logging
+import os
 import threading
 from functools import lru_cache
 from pathlib import Path
@@ -201,19 +203,54 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 
 # ---- reference embeddings (what a label should sound like) --------------------------------------------
-class FileReferences:
-    """Reference embeddings from labelled recordings: the mean embedding of the files for a label."""
+def default_cache_dir() -> Path:
+    """$FOLEYLOOP_HOME/cache (the same place as the sample bank's caches)."""
+    home = os.environ.get("FOLEYLOOP_HOME")
+    return (Path(home) if home else Path.home() / ".foleyloop").expanduser() / "cache"
 
-    def __init__(self, embedder: Any, files: dict[str, list[str | Path]] | Callable[[str], list[Path]]):
+
+class FileReferences:
+    """Reference embeddings from labelled recordings: the mean embedding of the files for a label.
+
+    Each file's embedding is cached on disk (``cache_dir``/aisfx, keyed by model version, path, size and
+    mtime), so later runs neither decode the recordings again nor run the CNN on them.
+    """
+
+    def __init__(self, embedder: Any, files: dict[str, list[str | Path]] | Callable[[str], list[Path]],
+                 cache_dir: str | Path | None = None):
         self.embedder = embedder
         self._files = files
         self._cache: dict[str, np.ndarray | None] = {}
         self._lock = threading.Lock()
+        self.cache_dir = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / "aisfx"
 
     def _paths(self, label: str) -> list[Path]:
         if callable(self._files):
             return [Path(p) for p in self._files(label)]
         return [Path(p) for p in self._files.get(label, self._files.get(label.lower(), []))]
+
+    def _cache_path(self, path: Path) -> Path:
+        st = path.stat()
+        version = getattr(self.embedder, "version", type(self.embedder).__name__)
+        key = hashlib.sha256(f"{version}|{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:24]
+        return self.cache_dir / f"{path.stem}-{key}.npy"
+
+    def file_embedding(self, path: Path) -> np.ndarray:
+        cached = self._cache_path(path)
+        if cached.is_file():
+            try:
+                return np.load(cached, allow_pickle=False)
+            except (OSError, ValueError) as exc:
+                log.warning("re-embedding %s: cached embedding unreadable (%s)", path.name, exc)
+        emb = np.asarray(self.embedder.embed_file(path))
+        try:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cached.with_name(cached.stem + f".{os.getpid()}.part.npy")
+            np.save(tmp, emb, allow_pickle=False)
+            tmp.replace(cached)
+        except OSError as exc:  # a read-only cache costs speed, not the score
+            log.warning("could not cache the aiSFX embedding of %s (%s)", path.name, exc)
+        return emb
 
     def __call__(self, label: str) -> np.ndarray | None:
         with self._lock:
@@ -222,7 +259,7 @@ class FileReferences:
         embs = []
         for p in self._paths(label):
             try:
-                embs.append(self.embedder.embed_file(p))
+                embs.append(self.file_embedding(p))
             except (OSError, ValueError) as exc:
                 log.warning("reference %s for %r unreadable (%s)", p, label, exc)
         ref = np.mean(embs, axis=0) if embs else None

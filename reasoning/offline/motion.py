@@ -14,16 +14,18 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections import OrderedDict
 import os
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Mapping
 
 import numpy as np
 from scipy.ndimage import median_filter
 from scipy.signal import find_peaks
 
-from store.media import VideoInfo, iter_frames, probe, sha256_file
+from store.media import FrameGrid, VideoInfo, probe, sha256_file, stream_frames
 
 log = logging.getLogger(__name__)
 
@@ -157,16 +159,42 @@ class _Accumulator:
         self.row_w = _tent_windows(h, _N_ROWS)
         self.prev_grey: np.ndarray | None = None
         self.prev_hist: np.ndarray | None = None
-        self.times: list[float] = []
-        self.col_mass: list[np.ndarray] = []
-        self.col_y: list[np.ndarray] = []
-        self.row_mass: list[np.ndarray] = []
-        self.row_x: list[np.ndarray] = []
-        self.total: list[float] = []
-        self.changed: list[float] = []  # fraction of pixels that changed clearly (cut detection)
-        self.mean_abs: list[float] = []
-        self.balance: list[float] = []
-        self.hist_dist: list[float] = []
+        self._times = _Rows(1, np.float64)
+        self._bands = _Rows(2 * _N_COLS + 2 * _N_ROWS, np.float32)  # col_mass | col_y | row_mass | row_x
+        self._stats = _Rows(5, np.float64)  # total, changed, mean_abs, balance, hist_dist
+
+    # Views of the filled part, named as the analysis reads them.
+    @property
+    def times(self) -> np.ndarray:
+        return self._times.view()[:, 0]
+
+    def _band(self, i: int, width: int) -> np.ndarray:
+        return self._bands.view()[:, i:i + width]
+
+    @property
+    def col_mass(self) -> np.ndarray:
+        return self._band(0, _N_COLS)
+
+    @property
+    def col_y(self) -> np.ndarray:
+        return self._band(_N_COLS, _N_COLS)
+
+    @property
+    def row_mass(self) -> np.ndarray:
+        return self._band(2 * _N_COLS, _N_ROWS)
+
+    @property
+    def row_x(self) -> np.ndarray:
+        return self._band(2 * _N_COLS + _N_ROWS, _N_ROWS)
+
+    def _stat(self, i: int) -> np.ndarray:
+        return self._stats.view()[:, i]
+
+    total = property(lambda self: self._stat(0))
+    changed = property(lambda self: self._stat(1))  # fraction of pixels that changed clearly (cut detection)
+    mean_abs = property(lambda self: self._stat(2))
+    balance = property(lambda self: self._stat(3))
+    hist_dist = property(lambda self: self._stat(4))
 
     @staticmethod
     def _hist(rgb: np.ndarray) -> np.ndarray:
@@ -177,7 +205,7 @@ class _Accumulator:
     def add(self, t: float, rgb: np.ndarray) -> None:
         grey = rgb.astype(np.float32) @ _GREY
         hist = self._hist(rgb)
-        self.times.append(float(t))
+        self._times.append([float(t)])
         if self.prev_grey is None or self.prev_grey.shape != grey.shape:
             self.prev_grey, self.prev_hist = grey, hist
             return
@@ -186,18 +214,34 @@ class _Accumulator:
         # Saturate: a changed pixel counts ~1 whatever the contrast, so centroids follow shapes, not texture.
         d = np.clip((diff - noise) / _SATURATE, 0.0, 1.0)
         colsum = d.sum(axis=0)
-        self.col_mass.append(colsum @ self.col_w)
-        self.col_y.append((self.ys @ d) @ self.col_w)
-        self.row_mass.append(d.sum(axis=1) @ self.row_w)
-        self.row_x.append((d @ self.xs) @ self.row_w)
+        self._bands.append(np.concatenate([colsum @ self.col_w, (self.ys @ d) @ self.col_w,
+                                           d.sum(axis=1) @ self.row_w, (d @ self.xs) @ self.row_w]))
         total = float(colsum.sum())
-        self.total.append(total / d.size)
-        self.changed.append(float(np.count_nonzero(diff > _CUT_PIXEL)) / d.size)
-        self.mean_abs.append(float(diff.mean()))
         moving = total > max(_MIN_MASS * d.size, _MIN_MASS_PX)
-        self.balance.append(float(np.dot(colsum, self.xpan) / total) if moving else 0.0)
-        self.hist_dist.append(0.5 * float(np.abs(hist - self.prev_hist).sum()) / 3.0)
+        self._stats.append([total / d.size, float(np.count_nonzero(diff > _CUT_PIXEL)) / d.size, float(diff.mean()),
+                            float(np.dot(colsum, self.xpan) / total) if moving else 0.0,
+                            0.5 * float(np.abs(hist - self.prev_hist).sum()) / 3.0])
         self.prev_grey, self.prev_hist = grey, hist
+
+
+class _Rows:
+    """An append-only (n, width) array grown by doubling: per-frame features without a Python object per value."""
+
+    def __init__(self, width: int, dtype):
+        self._data = np.zeros((256, width), dtype=dtype)
+        self._n = 0
+
+    def append(self, row) -> None:
+        if self._n == len(self._data):
+            self._data = np.concatenate([self._data, np.zeros_like(self._data)])
+        self._data[self._n] = row
+        self._n += 1
+
+    def __len__(self) -> int:
+        return self._n
+
+    def view(self) -> np.ndarray:
+        return self._data[:self._n]
 
 
 # ---- signals from the statistics -------------------------------------------------------------------------
@@ -319,9 +363,9 @@ def _analyse(acc: _Accumulator, rate: float, fps: float, duration_s: float) -> V
 
     t_frames = np.asarray(acc.times, dtype=np.float64)
     area = float(acc.w * acc.h)
-    total, balance = np.asarray(acc.total), np.asarray(acc.balance)
-    col_mass, row_mass = np.asarray(acc.col_mass), np.asarray(acc.row_mass)
-    cut_idx = _find_cuts(np.asarray(acc.hist_dist), np.asarray(acc.changed), np.asarray(acc.mean_abs), rate)
+    total, balance = acc.total.copy(), acc.balance.copy()
+    col_mass, row_mass = acc.col_mass.copy(), acc.row_mass.copy()
+    cut_idx = _find_cuts(acc.hist_dist, acc.changed, acc.mean_abs, rate)
     for c in cut_idx:  # the change across a cut is not motion: forget it
         col_mass[c] = 0.0
         row_mass[c] = 0.0
@@ -329,8 +373,8 @@ def _analyse(acc: _Accumulator, rate: float, fps: float, duration_s: float) -> V
     cuts = [round(float(t_frames[c + 1]), 4) for c in cut_idx]
 
     min_mass = max(_MIN_MASS * area, _MIN_MASS_PX)
-    mid_c, edge_c = _impact_strength(col_mass, np.asarray(acc.col_y), min_mass, area, rate)
-    mid_r, edge_r = _impact_strength(row_mass, np.asarray(acc.row_x), min_mass, area, rate)
+    mid_c, edge_c = _impact_strength(col_mass, acc.col_y, min_mass, area, rate)
+    mid_r, edge_r = _impact_strength(row_mass, acc.row_x, min_mass, area, rate)
     # Half-frame grid: diff k at 2k+1, frame k at 2k (interpolated, plus stops/starts), so a bounce on a
     # frame and one between two frames both peak where they happened.
     strength = mid_c + mid_r
@@ -355,53 +399,77 @@ def _analyse(acc: _Accumulator, rate: float, fps: float, duration_s: float) -> V
 
 _MEMO: "OrderedDict[tuple, VisualAnalysis]" = OrderedDict()
 _MEMO_SIZE = 8
+_MEMO_LOCK = threading.Lock()
+
+OnFrame = Callable[[str, float, np.ndarray], None]
+
+
+def _memo_key(path, fps: float, max_side: int) -> tuple:
+    st = Path(path).stat()
+    return (str(Path(path).resolve()), st.st_size, st.st_mtime_ns, float(fps), int(max_side))
+
+
+def _remember(key: tuple, result: VisualAnalysis) -> None:
+    with _MEMO_LOCK:
+        _MEMO[key] = result
+        _MEMO.move_to_end(key)
+        while len(_MEMO) > _MEMO_SIZE:
+            _MEMO.popitem(last=False)
 
 
 def analyze_video(path, info: VideoInfo | None = None, fps: float = 25.0, max_side: int = 160,
-                  cache_dir: Path | None = None) -> VisualAnalysis:
-    """Analyse a video: from the npz cache when a cache dir is given, else memoised in-process (watcher and
-    critic then share one analysis across rounds)."""
+                  cache_dir: Path | None = None, extra: Mapping[str, FrameGrid] | None = None,
+                  on_frame: OnFrame | None = None) -> VisualAnalysis:
+    """Analyse a video once per process: from the npz cache when a cache dir is given and it has the entry, else
+    from the in-process memo (so watcher and critic share one analysis across rounds, whatever cache dirs they
+    were given), else by one streaming decode.
+
+    ``extra`` consumers ride along on that decode (their frames go to ``on_frame``), so a caller that needs
+    other frames too (the watcher's keyframes) pays no second pass; they get nothing when no decode happens.
+    """
     if fps <= 0:
         raise ValueError("fps must be positive")
-    if cache_dir is not None:
-        return _analyze_uncached(path, info, fps, max_side, cache_dir)
-    st = Path(path).stat()
-    key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns, float(fps), int(max_side))
-    if key in _MEMO:
-        _MEMO.move_to_end(key)
-        return _MEMO[key]
-    result = _analyze_uncached(path, info, fps, max_side, cache_dir)
-    _MEMO[key] = result
-    while len(_MEMO) > _MEMO_SIZE:
-        _MEMO.popitem(last=False)
-    return result
-
-
-def _analyze_uncached(path, info: VideoInfo | None, fps: float, max_side: int,
-                      cache_dir: Path | None) -> VisualAnalysis:
-    """Streamed and downscaled to ``max_side``; reuses the npz cache when a cache dir is given."""
-    cache = None
-    if cache_dir is not None:
-        cache = analysis_cache_path(path, cache_dir, fps, max_side)
-        if cache.exists():
-            try:
-                return VisualAnalysis.from_npz(cache)
-            except (OSError, ValueError, KeyError) as exc:
-                log.warning("ignoring unreadable visual-analysis cache %s (%s)", cache, exc)
-    info = info or probe(path)
-    rate = _compute_rate(info.fps, fps)
-    acc: _Accumulator | None = None
-    for t, rgb in iter_frames(path, rate, max_side=max_side, end_s=info.duration_s):
-        if acc is None:
-            acc = _Accumulator(rgb.shape[1], rgb.shape[0])
-        acc.add(t, rgb)
-    if acc is None:
-        log.warning("%s: no frames decoded; visual analysis is empty", path)
-        acc = _Accumulator(2, 2)
-    result = _analyse(acc, rate, fps, info.duration_s)
+    key = _memo_key(path, fps, max_side)
+    cache = analysis_cache_path(path, cache_dir, fps, max_side) if cache_dir is not None else None
+    if cache is not None and cache.exists():
+        try:
+            result = VisualAnalysis.from_npz(cache)
+            _remember(key, result)
+            return result
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning("ignoring unreadable visual-analysis cache %s (%s)", cache, exc)
+    with _MEMO_LOCK:
+        result = _MEMO.get(key)
+    if result is None:
+        result = _decode_and_analyse(path, info, fps, max_side, extra or {}, on_frame)
+        _remember(key, result)
     if cache is not None:
         try:
             result.to_npz(cache)
         except OSError as exc:
             log.warning("could not write visual-analysis cache %s (%s)", cache, exc)
     return result
+
+
+def _decode_and_analyse(path, info: VideoInfo | None, fps: float, max_side: int,
+                        extra: Mapping[str, FrameGrid], on_frame: OnFrame | None) -> VisualAnalysis:
+    """One streaming pass, downscaled to ``max_side``; per-frame state is a few numbers (``_Accumulator``)."""
+    info = info or probe(path)
+    rate = _compute_rate(info.fps, fps)
+    acc: _Accumulator | None = None
+    consumers = {**extra, _SELF: FrameGrid(rate, max_side=max_side, end_s=info.duration_s)}
+    for name, t, rgb in stream_frames(path, consumers):
+        if name != _SELF:
+            if on_frame is not None:
+                on_frame(name, t, rgb)
+            continue
+        if acc is None:
+            acc = _Accumulator(rgb.shape[1], rgb.shape[0])
+        acc.add(t, rgb)
+    if acc is None:
+        log.warning("%s: no frames decoded; visual analysis is empty", path)
+        acc = _Accumulator(2, 2)
+    return _analyse(acc, rate, fps, info.duration_s)
+
+
+_SELF = "motion"

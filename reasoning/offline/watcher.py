@@ -22,7 +22,7 @@ from reasoning.offline import vocabulary as vocab
 from reasoning.offline.motion import VisualAnalysis, analysis_cache_path, analyze_video
 from contract.plan import CAPTION_MAX_WORDS, Event, EventKind, Plan, Provenance
 from contract.protocols import WatchResult
-from store.media import VideoInfo, iter_frames, probe
+from store.media import FrameGrid, VideoInfo, probe, stream_frames
 
 log = logging.getLogger(__name__)
 
@@ -79,22 +79,69 @@ def plan_keyframes(shots: list[Shot], max_frames: int, per_shot: int) -> None:
         shot.keyframes = [round(shot.start_s + shot.duration_s * (j + 1) / (n + 1), 3) for j in range(n)]
 
 
-def grab_frames(video: Path, times: list[float], duration_s: float, max_side: int = 256) -> list[np.ndarray]:
-    """The frame nearest each requested time, decoded once at a low rate (never the whole clip in memory)."""
-    if not times:
-        return []
-    want = sorted(set(times))
-    step = 0.1
-    best: dict[float, tuple[float, np.ndarray]] = {}
-    for t, img in iter_frames(video, 1.0 / step, max_side=max_side, end_s=duration_s):
-        for w in want:
-            d = abs(t - w)
-            if w not in best or d < best[w][0]:
-                best[w] = (d, img)
-        if t > want[-1] + step:
-            break
-    last = next(iter(best.values()))[1] if best else None
-    return [best[t][1] if t in best else last for t in times]
+KEY_STEP_S = 0.1  # keyframes are taken from this grid (the nearest grid time to each wanted time)
+KEY_MAX_SIDE = 256
+KEY_POOL = 256  # grid frames kept from the analysis pass (~28 MB at 16:9): exact without seeking up to 25.6 s
+
+
+class KeyframePool(FrameGrid):
+    """Keyframe candidates collected during the analysis decode, so labels need no second pass.
+
+    Keyframe times depend on the shots, which are known only after the pass, so the pool keeps frames on the
+    0.1 s grid; when it holds more than ``capacity`` it drops every other one and samples half as often, so
+    memory stays bounded on long clips. ``frames_for`` answers from the pool where it can and seeks for the
+    rest: either way each time gets the frame of its nearest grid time, as a plain 10 fps decode would.
+    """
+
+    def __init__(self, duration_s: float, step: float = KEY_STEP_S, max_side: int = KEY_MAX_SIDE,
+                 capacity: int = KEY_POOL):
+        super().__init__(1.0 / step, max_side=max_side, end_s=duration_s)
+        self.capacity = max(2, int(capacity))
+        self.k = 0  # grid index of next_t
+        self.stride = 1
+        self.kept: dict[int, np.ndarray] = {}
+
+    def advance(self) -> None:
+        while True:  # the same accumulated grid times as a 10 fps decode, thinned to multiples of the stride
+            self.k += 1
+            super().advance()
+            if self.next_t is None or self.k % self.stride == 0:
+                return
+
+    def add(self, t: float, img: np.ndarray) -> None:
+        self.kept[self.k] = img
+        if len(self.kept) > self.capacity:
+            self.stride *= 2
+            self.kept = {k: v for k, v in self.kept.items() if k % self.stride == 0}
+
+    def grid(self) -> np.ndarray:
+        """Accumulated grid times below the clip's end (as ``iter_frames`` produces them)."""
+        times, t = [], 0.0
+        while t < self.end_s:
+            times.append(t)
+            t += self.step
+        return np.asarray(times)
+
+    def frames_for(self, video: Path, times: list[float]) -> list[np.ndarray | None]:
+        """The frame nearest each time (ties to the earlier grid time), from the pool or by seeking."""
+        if not times:
+            return []
+        grid = self.grid()
+        if self.seen_t is not None:  # grid times after the last frame have no frame (a decode never yields them)
+            grid = grid[grid <= self.seen_t + 1e-6]
+        if not len(grid):
+            return [None] * len(times)
+        ks = [int(np.argmin(np.abs(grid - w))) for w in times]
+        missing = sorted({k for k in ks if k not in self.kept})
+        if missing:
+            fetch = FrameGrid(times=[float(grid[k]) for k in missing], max_side=self.max_side)
+            got = {t: img for _, t, img in stream_frames(video, {"keys": fetch})}
+            for k in missing:
+                if float(grid[k]) in got:
+                    self.kept[k] = got[float(grid[k])]
+        have = sorted(self.kept)
+        fallback = self.kept[have[0]] if have else None
+        return [self.kept.get(k, fallback) for k in ks]
 
 
 def _fmt_times(times: list[float], limit: int = _MAX_LISTED_TIMES) -> str:
@@ -119,8 +166,19 @@ class OfflineWatcher:
         self.use_labels = use_labels
         self._classifier = classifier  # anything with top_labels(frames, k); None → the shared EfficientNet
 
+    # ---- loading -------------------------------------------------------------------------------------
+    def load(self) -> None:
+        """Load the image classifier now (idempotent), so a run can time loading apart from its rounds."""
+        if self.use_labels and self._classifier is None:
+            from reasoning.offline.labels import LabelerUnavailable, get_classifier
+
+            try:
+                self._classifier = get_classifier()
+            except (LabelerUnavailable, ImportError, OSError, RuntimeError) as exc:
+                log.warning("offline watcher: image labels unavailable (%s: %s)", type(exc).__name__, exc)
+
     # ---- perception ----------------------------------------------------------------------------------
-    def _label(self, video: Path, shots: list[Shot], duration_s: float) -> str:
+    def _label(self, video: Path, shots: list[Shot], pool: KeyframePool | None) -> str:
         """Fill each shot's labels and rules; returns why labels are missing ('' when they are there)."""
         if not self.use_labels:
             return "labels disabled by config"
@@ -130,8 +188,8 @@ class OfflineWatcher:
             if clf is None:
                 from reasoning.offline.labels import get_classifier
 
-                clf = get_classifier()
-            frames = grab_frames(video, times, duration_s)
+                clf = self._classifier = get_classifier()
+            frames = pool.frames_for(video, times)
             per_frame = iter(clf.top_labels(frames, k=5))
         except Exception as exc:  # noqa: BLE001 - any failure of the optional classifier degrades, never crashes
             log.warning("offline watcher: image labels unavailable (%s: %s); using generic sound words",
@@ -146,11 +204,15 @@ class OfflineWatcher:
     def watch(self, video: Path, info: VideoInfo | None = None) -> WatchResult:
         video = Path(video)
         info = info or probe(video)
-        vis = analyze_video(video, info, fps=self.fps, max_side=self.max_side, cache_dir=self.cache_dir)
         duration = float(info.duration_s)
+        # Keyframe candidates ride along on the analysis decode: one pass over the video for the whole watch.
+        pool = KeyframePool(duration) if self.use_labels else None
+        vis = analyze_video(video, info, fps=self.fps, max_side=self.max_side, cache_dir=self.cache_dir,
+                            extra={"keys": pool} if pool else None,
+                            on_frame=(lambda _name, t, img: pool.add(t, img)) if pool else None)
         shots = split_shots(duration, vis.cuts)
         plan_keyframes(shots, self.max_frames, self.frames_per_shot)
-        missing = self._label(video, shots, duration)
+        missing = self._label(video, shots, pool)
         for shot in shots:
             shot.rules = vocab.rank(lab for frame in shot.labels for lab in frame)
         top1 = [frame[0][2] for s in shots for frame in s.labels if frame]
