@@ -18,7 +18,7 @@ def ball(tmp_path_factory):
 
 
 def test_an_offline_dub_decodes_the_video_once(ball, store, tmp_path, monkeypatch):
-    from agent import graph
+    from agent import runs
     from reasoning.offline import motion
 
     monkeypatch.setattr(motion, "_MEMO", type(motion._MEMO)())  # nothing analysed before this dub
@@ -28,7 +28,7 @@ def test_an_offline_dub_decodes_the_video_once(ball, store, tmp_path, monkeypatc
     cfg = RunConfig(rounds=2, thresholds={d: 1.0 for d in ("semantic", "temporal", "aesthetic", "spatial")},
                     patience=3, min_improvement=0.0)
     try:
-        run_id, _ = graph.dub(store, ball.path, cfg, out=tmp_path / "out.mp4")
+        run_id, _ = runs.dub(store, ball.path, cfg, out=tmp_path / "out.mp4")
     finally:
         backends.clear_cache()
     assert len(store.rounds(run_id)) == 2
