@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import sqlite3
+import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -49,11 +50,28 @@ def _pragmas(read_only: bool):
         if read_only:
             cur.execute("PRAGMA query_only=1")
         else:
-            cur.execute("PRAGMA journal_mode=WAL")
+            _wal(cur)
             cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
     return apply
+
+
+def _wal(cur) -> None:
+    """Switch a new file to WAL (persistent, so an existing one is left alone). The switch needs an exclusive lock
+    and SQLite may refuse it at once, without the busy handler, while another process creates the same file:
+    retried until the busy timeout."""
+    if cur.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal":
+        return
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 # Migrations from version N to N+1, run in order inside one transaction. Version 1 is the first schema.
