@@ -56,17 +56,21 @@ def list_evals(store: Store, limit: int = 100, offset: int = 0) -> list[Eval]:
         return list(s.exec(q).all())
 
 
-def update_eval(store: Store, eval_id: str, **fields) -> Eval:
+def _update(store: Store, model, key, fields: dict):
     with store.session() as s:
-        ev = s.get(Eval, eval_id)
-        if ev is None:
-            raise KeyError(eval_id)
+        row = s.get(model, key)
+        if row is None:
+            raise KeyError(key)
         for k, v in _encode(fields).items():
-            setattr(ev, k, v)
-        ev.updated_at = utcnow()
-        s.add(ev)
+            setattr(row, k, v)
+        row.updated_at = utcnow()
+        s.add(row)
         s.commit()
-        return ev
+        return row
+
+
+def update_eval(store: Store, eval_id: str, **fields) -> Eval:
+    return _update(store, Eval, eval_id, fields)
 
 
 def clips(store: Store, eval_id: str) -> list[EvalClip]:
@@ -76,16 +80,7 @@ def clips(store: Store, eval_id: str) -> list[EvalClip]:
 
 
 def update_clip(store: Store, clip_id: int, **fields) -> EvalClip:
-    with store.session() as s:
-        c = s.get(EvalClip, clip_id)
-        if c is None:
-            raise KeyError(clip_id)
-        for k, v in _encode(fields).items():
-            setattr(c, k, v)
-        c.updated_at = utcnow()
-        s.add(c)
-        s.commit()
-        return c
+    return _update(store, EvalClip, clip_id, fields)
 
 
 def evals_for_run(store: Store, run_id: str) -> list[str]:

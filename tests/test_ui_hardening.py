@@ -8,7 +8,6 @@ import os
 from pathlib import Path
 
 import pytest
-from streamlit.testing.v1 import AppTest
 
 from agent import runs
 from contract.plan import Plan
@@ -17,7 +16,7 @@ from tests import fakes
 from tests.browser import seed
 from tests.browser.seed import fake_backends_module  # noqa: F401
 from tests.test_ui_plain_text import BEACON, _check_page
-from tests.test_ui_pages import APP, TIMEOUT, texts
+from tests.test_ui_pages import app, texts
 
 PAGES = (None, "views/run.py", "views/review.py", "views/new_run.py")
 
@@ -27,14 +26,6 @@ def _fakes(fake_backends_module):
     yield
 
 
-def app(page: str | None = None, **query) -> AppTest:
-    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
-    for k, v in query.items():
-        at.query_params[k] = v
-    if page:
-        at.switch_page(page).run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
 
 
 def test_a_database_that_cannot_be_opened_is_a_sentence_on_every_page(tmp_path, monkeypatch):

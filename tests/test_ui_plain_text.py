@@ -12,7 +12,7 @@ from streamlit.testing.v1 import AppTest
 
 from contract.plan import Critique, Finding, Plan
 from store.db import Store
-from tests.test_ui_pages import APP, TIMEOUT
+from tests.test_ui_pages import app as _app
 from ui.components import md_escape, md_table
 
 BEACON = "![x](http://127.0.0.1:9/beacon.png)"
@@ -71,14 +71,6 @@ def evil_store(tmp_path, monkeypatch):
     return store, plan
 
 
-def _app(page: str | None = None, **query) -> AppTest:
-    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
-    for k, v in query.items():
-        at.query_params[k] = v
-    if page:
-        at.switch_page(page).run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
 
 
 def _check_page(at: AppTest, page: str) -> None:
