@@ -28,9 +28,9 @@ CAPTION_MAX_WORDS = 12
 # Everything downstream allocates from these (the renderer: duration × 44100 samples; every refined round copies
 # the strings), so they are checked before any work starts. Stored rows read through ``Plan.from_stored`` skip
 # the size bounds so that a row written before they existed can still be shown.
-MAX_PLAN_BYTES = 1_000_000  # a plan file or a plan JSON text, before parsing
+MAX_PLAN_BYTES = 8_000_000  # a plan file or a plan JSON text, before parsing (~100 bytes an event, at the cap)
 MAX_JSON_DEPTH = 32  # a plan nests 4 deep; provenance extras a little more
-MAX_EVENTS = 2000  # ~3 per second over a 10-minute video
+MAX_EVENTS = 15_000  # ~4 per second over the longest plan (MAX_PLAN_DURATION_S): long videos are allowed
 MAX_SECTION_CHARS = 2000  # the CoT budget is 77 tokens, so this is ~25x the useful length
 MAX_NEGATIVES = 32
 MAX_LABEL_CHARS = 120

@@ -75,6 +75,18 @@ def test_size_caps_refuse_huge_input_quickly():
     assert time.perf_counter() - t0 < 5.0
 
 
+def test_a_long_video_plan_at_a_busy_density_passes_every_door(tmp_path):
+    """A 30-minute clip planned at ~1.3 events/s (what the offline watcher wrote for a bench clip) is a valid plan,
+    from JSON text and as an exported file (before: refused at 2000 events, so long dubs failed in the watcher)."""
+    n, duration = 2400, 1800.0
+    events = [{"id": f"e{i}", "label": "soft contact", "kind": "impact", "start_s": i * 0.75, "end_s": i * 0.75 + 0.1,
+               "gain_db": -12.0, "pan": 0.25, "confidence": 0.55} for i in range(n)]
+    text = json.dumps(good(duration_s=duration, events=events), indent=2)
+    assert len(Plan.from_json(text).events) == n
+    (tmp_path / "plan.json").write_text(text)
+    assert len(Plan.from_file(tmp_path / "plan.json").events) == n
+
+
 def test_utf8_bom_is_accepted_as_text_bytes_and_file(tmp_path):
     text = json.dumps(good())
     assert Plan.from_json("\ufeff" + text).caption == "thuds"
