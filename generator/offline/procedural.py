@@ -27,6 +27,7 @@ PRESETS: tuple[Preset, ...] = (
     Preset("rain", "bed", "rain falling, steady drizzle and raindrops"),
     Preset("traffic", "bed", "distant traffic rumble, cars and engines on a city road"),
     Preset("murmur", "bed", "crowd murmur, indistinct speech of people talking"),
+    Preset("rustle", "bed", "soft rustle of movement, cloth and fabric brushing, light rustling"),
     Preset("thud", "hit", "dull low thud, heavy footstep, object dropped, body fall"),
     Preset("click", "hit", "sharp click, tap, tick, light footstep"),
 )
@@ -96,6 +97,14 @@ def _murmur(rng, n, voices: int = 6):
     return out
 
 
+def _rustle(rng, n):
+    """Brushing cloth: band-passed noise in short, irregular swells (low crest, so it never reads as hits)."""
+    hiss = sosfilt(_sos("bandpass", (900, 7000)), _noise(rng, n), axis=-1)
+    body = sosfilt(_sos("bandpass", (250, 900)), _noise(rng, n), axis=-1) * 0.5
+    swell = _slow(rng, n, 3.0, 0.6, 1.0)
+    return (hiss + body) * swell
+
+
 def _thud(rng, length_s: float = 0.35):
     n = int(length_s * SR)
     t = np.arange(n) / SR
@@ -115,7 +124,7 @@ def _click(rng, length_s: float = 0.05):
     return np.stack([x, x]).astype(np.float32)
 
 
-_BEDS = {"wind": _wind, "room_tone": _room_tone, "rain": _rain, "traffic": _traffic, "murmur": _murmur}
+_BEDS = {"rustle": _rustle, "wind": _wind, "room_tone": _room_tone, "rain": _rain, "traffic": _traffic, "murmur": _murmur}
 _HITS = {"thud": _thud, "click": _click}
 
 

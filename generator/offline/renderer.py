@@ -35,6 +35,7 @@ PROCEDURAL_HANDICAP = 0.05  # a real recording wins a near tie against synthesis
 CHOICE_MARGIN = 0.08  # seeds choose among candidates this close to the best
 DEFAULT_SPAN_S = 1.0  # a bed with start == end still gets this much
 MAX_VARIANTS = 8  # sample_variants index the best this-many eligible samples (modulo)
+UNDER_IMPACTS_DB = 8.0  # movement and beds stay this far under the quietest impact's loudest 50 ms
 
 PROCEDURAL_BED_MAX = 30 * 44100  # longer procedural beds loop this much material (bounded memory)
 
@@ -134,9 +135,11 @@ class OfflineRenderer:
             rng = np.random.default_rng([seed % 2**32, zlib.crc32(ev.id.encode())])
             choice = self._choose(ev, vecs[ev.label], negatives, variants.get(ev.id), preset_ok, n, rng)
             if choice.clip is not None:
+                choice.clip.kind = ev.kind.value
                 timeline.add(choice.clip)
             events_meta.append({"id": ev.id, "label": ev.label, "kind": ev.kind.value, "source": choice.source,
                                 **(choice.meta or {})})
+        staging = _keep_impacts_on_top(plan, timeline.clips)
         t_mix = time.perf_counter()
 
         options = _render_options(plan)
@@ -160,7 +163,7 @@ class OfflineRenderer:
             "renderer": self.name, "model_id": self.model_id, "seed": seed, "events": events_meta,
             "bank": {"size": len(bank), "embedder": bank.embedder.model_id, "threshold": round(self.threshold, 3)},
             "negatives": negatives, "excluded_by_negatives": int(bank.negated(negatives).sum()) if negatives else 0,
-            "render_options": options, "master": master.to_dict(),
+            "render_options": options, "master": master.to_dict(), "staging": staging,
             "timings_ms": {k: round(v * 1000, 1) for k, v in (("match", t_match - t0), ("mix", t_mix - t_match),
                                                              ("master", t_end - t_mix - t_write), ("write", t_write),
                                                              ("total", t_end - t0))},
@@ -182,6 +185,8 @@ class OfflineRenderer:
         else:  # beds must actually fit; there is no procedural music or speech stand-in for them
             use_preset = (preset is not None and ev.kind != EventKind.music and preset_score >= self.threshold
                           and (not cands or preset_score - PROCEDURAL_HANDICAP > cands[0][1]))
+        if not use_preset and not cands and ev.kind == EventKind.ambience and preset is not None:
+            use_preset = True  # a planned bed is never left silent: the closest generic bed stands in
         if not use_preset and not cands:
             return _Choice("skipped", meta={"reason": "nothing in the bank or presets fits (or all negated)"})
 
@@ -198,7 +203,7 @@ class OfflineRenderer:
                     mixer.normalise(procedural.hit(preset.name, r), kind) * gain, ev.pan, point)))
             elif span <= PROCEDURAL_BED_MAX:
                 clip = mixer.LazyClip(start, _replay(rng, lambda r: mixer.place_stereo(
-                    mixer.normalise(self._bed(procedural.bed(preset.name, span, r), kind, span), kind) * gain,
+                    mixer.normalise(self._bed(procedural.bed(preset.name, span, r), kind, span, start), kind) * gain,
                     ev.pan, point)), length=span)
             else:  # an hour of filtered noise would be an hour in memory: loop a stretch of it instead
                 source = _replay(rng, lambda r: procedural.bed(preset.name, PROCEDURAL_BED_MAX, r))
@@ -234,7 +239,8 @@ class OfflineRenderer:
         """``_bed(fill(source))`` placed at ``start``: the fades of ``_bed``, computed a block at a time."""
         edge = 0.5 if kind in ("ambience", "music") else 0.05
         f = min(int(edge * SR), span // 4)
-        return mixer.BedClip(start, span, source, rng, (f, f), kind, gain, pan, point)
+        # A bed already playing when the picture starts does not fade in: a fade from silence is an onset.
+        return mixer.BedClip(start, span, source, rng, (0 if start == 0 else f, f), kind, gain, pan, point)
 
     def _best_preset(self, vec: np.ndarray, ptype: str, ok: np.ndarray) -> tuple[procedural.Preset | None, float]:
         sims = self._presets() @ vec
@@ -245,10 +251,30 @@ class OfflineRenderer:
         return best, score
 
     @staticmethod
-    def _bed(x: np.ndarray, kind: str, span: int) -> np.ndarray:
+    def _bed(x: np.ndarray, kind: str, span: int, start: int = -1) -> np.ndarray:
         edge = 0.5 if kind in ("ambience", "music") else 0.05
         f = min(int(edge * SR), span // 4)
-        return mixer.fade(x, f, f)
+        return mixer.fade(x, 0 if start == 0 else f, f)
+
+
+def _keep_impacts_on_top(plan: Plan, clips: list[mixer.Clip]) -> dict:
+    """Gain staging: scale every non-impact layer by one factor so that its loudest 50 ms stays UNDER_IMPACTS_DB
+    below the quietest impact's. One factor for all of them keeps their level changes over time (the motion-driven
+    movement layer) while the contacts stay on top. No impacts, nothing to protect."""
+    impacts = [c for c in clips if getattr(c, "kind", None) == "impact"]
+    layers = [c for c in clips if getattr(c, "kind", None) not in (None, "impact", "speech", "music")]
+    if not impacts or not layers:
+        return {"scaled_db": 0.0}
+    quietest = min(c.peak_level() for c in impacts)
+    loudest = max(c.peak_level() for c in layers)
+    if quietest <= 0 or loudest <= 0:
+        return {"scaled_db": 0.0}
+    cap = quietest * mixer.db_to_gain(-UNDER_IMPACTS_DB)
+    scale = min(1.0, cap / loudest)
+    for c in layers:
+        c.scale = scale
+    return {"scaled_db": round(20 * np.log10(scale), 2), "quietest_impact_db": round(20 * np.log10(quietest), 2),
+            "loudest_layer_db": round(20 * np.log10(loudest), 2)}
 
 
 def _variants(plan: Plan) -> dict[str, int]:

@@ -146,7 +146,15 @@ RULES: tuple[SoundRule, ...] = (
 FALLBACK = SoundRule("scene", "soft movement and light handling sounds", "thud", "movement rustle",
                      "quiet room tone")
 
-_BY_NAME = {r.name: r for r in RULES}
+# "When in doubt, understate": with weak or inconsistent labels the watcher names no specific source and plans
+# sounds that cannot be wrong in kind, chosen only from coarse cues (indoor/outdoor).
+GENERIC_INDOOR = SoundRule("generic indoor", "soft movement and light handling sounds", "soft thud",
+                           "soft rustle of movement", "quiet indoor room tone", outdoor=False)
+GENERIC_OUTDOOR = SoundRule("generic outdoor", "soft movement in open air", "soft thud",
+                            "soft rustle of movement", "light breeze outdoors")
+GENERIC = (GENERIC_INDOOR, GENERIC_OUTDOOR)
+
+_BY_NAME = {r.name: r for r in RULES + GENERIC}
 
 
 def rule(name: str) -> SoundRule:
