@@ -190,6 +190,8 @@ def refine(state: RunState, runtime: Runtime[RunContext]) -> dict:
                             prompt_version=getattr(exc, "prompt_version", ""),
                             model_id=getattr(exc, "model_id", getattr(refiner, "model_id", refiner.name)))
         return {"stop_reason": f"refiner_failed: {str(exc)[:200]}"}
+    if getattr(result, "stop", ""):  # nothing audible left to try: no round is rendered
+        return {"stop_reason": f"refiner_stopped: {result.stop[:200]}"}
     plan = result.plan.model_copy(update={"provenance": result.plan.provenance.model_copy(
         update={"author": "refiner", "round": next_index, "backend": refiner.name})})
     rnd = ctx.store.add_round(run_id=state["run_id"], index=next_index, branch=state["branch"], author="refiner",

@@ -165,7 +165,14 @@ def test_a_refine_that_repeats_an_earlier_attempt_is_not_rendered():
 
 
 def test_a_refine_with_nothing_audible_to_change_stops_with_a_reason():
+    """Already generic sounds, a failing semantic score and no hint: nothing a listener would hear is left."""
     ref = OfflineRefiner()
-    crit = Critique(scores={"semantic": 0.2, "temporal": 0.9, "aesthetic": 0.9, "spatial": 0.9}, findings=[])
-    r = ref.refine(_plan_r(0), crit, ["semantic"], 1, 7)
+    p = _plan_r(0)
+    generic = p.model_copy(update={"events": [e.model_copy(update={"label": "soft thud" if e.kind == EventKind.impact
+                                                                   else "soft rustle of movement"})
+                                              for e in p.events]})
+    crit = Critique(scores={"semantic": 0.2, "temporal": 0.9, "aesthetic": 0.9, "spatial": 0.9},
+                    findings=[Finding(target="hit0", dimension="semantic", problem="quiet",
+                                      hint={"action": "gain_event", "event": "hit0", "by_db": 0.4})])
+    r = ref.refine(generic, crit, ["semantic"], 1, 7)
     assert getattr(r, "stop", ""), r.changes

@@ -317,7 +317,8 @@ def test_bed_clip_equals_the_whole_array_pipeline(length_s, span_s):
     audio = (rng_src.standard_normal((2, n)) * np.hanning(n)).astype(np.float32)
     span = int(span_s * SR)
     whole = _whole_bed(audio, span, np.random.default_rng(9), "ambience", 0.7, 0.3, False)
-    clip = renderer_mod.OfflineRenderer._bed_clip(0, span, lambda: audio, np.random.default_rng(9), "ambience",
+    # placed after the clip's first sample (a bed playing from sample 0 skips its fade-in: test_offline_fit)
+    clip = renderer_mod.OfflineRenderer._bed_clip(1, span, lambda: audio, np.random.default_rng(9), "ambience",
                                                   0.7, 0.3, False)
     step = 100_003  # odd blocks: loop seams and fades fall across block edges
     parts = np.concatenate([clip.render(a, min(span, a + step)) for a in range(0, span, step)], axis=1)
