@@ -31,6 +31,7 @@ from scipy.optimize import linear_sum_assignment
 from contract.options import BackendOptions
 from reasoning.offline import audio_features as af
 from reasoning.offline.aisfx_embed import FileReferences, cosine
+from reasoning.offline.motion import contacts
 from contract.plan import Critique, EventKind, Finding, Plan, ScorerInfo
 from store.media import AUDIO_EXTS, AudioFile, VideoInfo, read_audio
 
@@ -240,7 +241,9 @@ def attribute_onsets(plan: Plan, onsets: list[float], tol: float = MATCH_TOL_S) 
 def score_temporal(plan: Plan, audio: np.ndarray, sr: int, visual: Any) -> DimensionResult:
     """Onset F1 at the best lag, with hints to add, drop/shift or shift all events."""
     det = af.detect_onsets(audio, sr)
-    v_onsets = [float(t) for t in visual.onsets]
+    # The picture's own contact evidence (weak motion, first frames and codec pulses are not contacts), from the
+    # video analysis, never from the plan.
+    v_onsets = [float(t) for t in contacts(visual)[0]]
     if not v_onsets:
         return _temporal_envelope(audio, sr, visual, det)
     owner, texture = attribute_onsets(plan, det.onsets)

@@ -45,6 +45,7 @@ INAUDIBLE_BOOST_DB = 6.0
 AUDIBLE_DB, AUDIBLE_S, AUDIBLE_PAN = 1.0, 0.01, 0.1
 SOFTEN_LAYERS_DB = -6.0
 LAYER_FLOOR_DB = -40.0  # layers this quiet are not softened further
+_GENERIC_LABELS = {lab for r in vocab.GENERIC for lab in (r.hit, r.move, r.bed)}
 _OUTDOOR_WORDS = ("outdoor", "breeze", "wind", "meadow", "street", "field", "bird", "forest", "shore", "yard", "sky",
                   "traffic", "harbour", "open")
 AESTHETIC_PHRASES = {
@@ -265,6 +266,8 @@ def _apply(ed: _Edit, dim: str, hints: list[dict]) -> None:
             ed.changes.append(f"{dim}: pan of '{e['label']}' ({eid}) {e['pan']:+.2f} -> {to:+.2f} (follow the picture)")
             e["pan"] = round(to, 3)
             ed.touched.add(dim)
+        elif action == "swap_sample" and eid in ed.events and ed.events[eid]["label"] in _GENERIC_LABELS:
+            continue  # a generic sound is generic on purpose: another take of it fixes no doubt about the source
         elif action == "swap_sample" and eid in ed.events and eid not in swapped:
             swapped.add(eid)
             k = ed.variants.get(eid, 0) + 1
@@ -289,7 +292,7 @@ def _make_generic(ed: _Edit) -> None:
     """Doubtful specific sources become generic sounds that cannot be wrong in kind (speech and music stay)."""
     beds = " ".join(e["label"] for e in ed.events.values() if e["kind"] == EventKind.ambience).lower()
     outdoor = any(w in beds for w in _OUTDOOR_WORDS)
-    generic = {lab for r in vocab.GENERIC for lab in (r.hit, r.move, r.bed)}
+    generic = _GENERIC_LABELS
     for eid in ed.order:
         e = ed.events[eid]
         new = _generic_label(EventKind(e["kind"]), outdoor)

@@ -19,7 +19,7 @@ import numpy as np
 
 from contract.options import BackendOptions
 from reasoning.offline import vocabulary as vocab
-from reasoning.offline.motion import VisualAnalysis, analysis_cache_path, analyze_video
+from reasoning.offline.motion import VisualAnalysis, analysis_cache_path, analyze_video, contacts
 from contract.plan import CAPTION_MAX_WORDS, Event, EventKind, Plan, Provenance
 from contract.protocols import WatchResult
 from store.media import FrameGrid, VideoInfo, probe, stream_frames
@@ -39,10 +39,7 @@ _MAX_LISTED_TIMES = 6
 # and its labels carry this much probability per keyframe; otherwise generic, understated sounds.
 SPECIFIC_MASS = 0.35
 SPECIFIC_MIN_FRAMES = 2
-# Impacts: a visual onset weaker than this share of the clip's strongest, or than the absolute floor, is motion
-# texture, not a contact; it gets no hit (the movement layer carries it).
-IMPACT_REL_MIN = 0.15
-IMPACT_ABS_MIN = 0.035
+# Impacts go only on contacts (``motion.contacts``); weaker motion is carried by the movement layer.
 IMPACT_GAIN_RANGE_DB = (-10.0, 0.0)
 # Movement: a texture whose level follows the motion energy second by second (what a soundtrack's loudness does).
 MOVE_CHUNK_S = 1.0
@@ -328,11 +325,10 @@ class OfflineWatcher:
 
         events: list[Event] = []
         strongest = max(vis.onset_strengths, default=0.0)
-        floor = max(IMPACT_ABS_MIN, IMPACT_REL_MIN * strongest)
         n_hit = 0
-        for t, s in zip(vis.onsets, vis.onset_strengths):
-            if t >= duration or s < floor:
-                continue  # a weak velocity change is motion texture, not a contact
+        for t, s in zip(*contacts(vis)):  # weak changes, first frames and codec pulses are not contacts
+            if t >= duration:
+                continue
             n_hit += 1
             rel = s / strongest if strongest > 0 else 0.0
             shot = shot_at(t)
