@@ -42,10 +42,10 @@ SPECIFIC_MIN_FRAMES = 2
 # Impacts go only on contacts (``motion.contacts``); weaker motion is carried by the movement layer.
 IMPACT_GAIN_RANGE_DB = (-10.0, 0.0)
 # Movement: a texture whose level follows the motion energy second by second (what a soundtrack's loudness does).
-MOVE_CHUNK_S = 1.0
+MOVE_CHUNK_S = 0.5
 MOVE_OVERLAP_S = 0.05  # = the renderer's fade on continuous sounds: neighbours crossfade
-MOVE_MIN_MOTION = 0.12
-MOVE_GAIN_DB = (-24.0, -6.0)  # at motion 0 and 1
+MOVE_MIN_MOTION = 0.03  # of the clip's 95th-percentile motion (one spike must not make the rest "still")
+MOVE_TOP_DB = -6.0  # gain at the reference motion; the level falls with motion energy (10·log10)
 BED_GAIN_DB = -24.0
 _EVIDENCE_MAX = 240
 
@@ -340,13 +340,14 @@ class OfflineWatcher:
                                 gain_db=round(gain, 1), pan=round(vis.balance_over(t - 0.1, t + 0.1), 2),
                                 confidence=round(0.5 + 0.5 * rel, 2), evidence=why[:_EVIDENCE_MAX]))
         n = 0
+        ref = float(np.percentile(vis.motion, 95)) if len(vis.motion) else 0.0
         for shot in shots:
-            for a, b, level in self._movement_chunks(vis, shot):
+            for a, b, level in self._movement_chunks(vis, shot, ref):
                 n += 1
-                why = f"motion energy {level:.2f} over {a:.1f}-{b:.1f} s; {shot.why}"
+                why = f"motion energy {level:.2f} (of the clip's 95th percentile) over {a:.1f}-{b:.1f} s; {shot.why}"
                 events.append(Event(id=f"move{n}", label=shot.top.move, kind=EventKind.continuous,
                                     start_s=round(a, 3), end_s=round(b, 3),
-                                    gain_db=round(MOVE_GAIN_DB[0] + (MOVE_GAIN_DB[1] - MOVE_GAIN_DB[0]) * level, 1),
+                                    gain_db=round(MOVE_TOP_DB + 10 * math.log10(level), 1),
                                     pan=round(vis.balance_over(a, b), 2),
                                     confidence=round(float(np.clip(0.3 + confidence, 0.0, 1.0)), 2),
                                     evidence=why[:_EVIDENCE_MAX]))
@@ -360,22 +361,21 @@ class OfflineWatcher:
         return sorted(events, key=lambda e: (e.start_s, e.kind.value))
 
     @staticmethod
-    def _movement_chunks(vis: VisualAnalysis, shot: Shot) -> list[tuple[float, float, float]]:
-        """(start, end, motion) pieces of about MOVE_CHUNK_S where something moves, overlapping by MOVE_OVERLAP_S
-        so their fades cross: the texture's level steps with the motion energy instead of one flat level."""
+    def _movement_chunks(vis: VisualAnalysis, shot: Shot, ref: float) -> list[tuple[float, float, float]]:
+        """(start, end, motion / ref) pieces of about MOVE_CHUNK_S where something moves, overlapping by
+        MOVE_OVERLAP_S so their fades cross: the texture's level steps with the motion energy, not one flat level."""
         out = []
-        if len(vis.times) == 0:
+        if len(vis.times) == 0 or ref <= 1e-6:
             return out
         t = shot.start_s
-        while t < shot.end_s - 0.2:
+        while t < shot.end_s - 0.1:
             b = min(shot.end_s, t + MOVE_CHUNK_S)
-            if shot.end_s - b < 0.3:
+            if shot.end_s - b < 0.2:
                 b = shot.end_s
             inside = (vis.times >= t) & (vis.times < b)
-            level = float(vis.motion[inside].mean()) if inside.any() else 0.0
+            level = min(1.0, float(vis.motion[inside].mean()) / ref) if inside.any() else 0.0
             if level >= MOVE_MIN_MOTION:
-                out.append((max(shot.start_s, t - MOVE_OVERLAP_S / 2), min(shot.end_s, b + MOVE_OVERLAP_S / 2),
-                            min(1.0, level)))
+                out.append((max(shot.start_s, t - MOVE_OVERLAP_S / 2), min(shot.end_s, b + MOVE_OVERLAP_S / 2), level))
             t = b
         return out
 
