@@ -99,9 +99,9 @@ def _murmur(rng, n, voices: int = 6):
 
 def _rustle(rng, n):
     """Brushing cloth: band-passed noise in short, irregular swells (low crest, so it never reads as hits)."""
-    hiss = sosfilt(_sos("bandpass", (900, 7000)), _noise(rng, n), axis=-1)
-    body = sosfilt(_sos("bandpass", (250, 900)), _noise(rng, n), axis=-1) * 0.5
-    swell = _slow(rng, n, 3.0, 0.6, 1.0)
+    hiss = sosfilt(_sos("bandpass", (700, 4000)), _noise(rng, n), axis=-1) * 0.35
+    body = sosfilt(_sos("bandpass", (120, 700)), _noise(rng, n), axis=-1)
+    swell = _slow(rng, n, 3.0, 0.8, 1.0)
     return (hiss + body) * swell
 
 

@@ -35,6 +35,7 @@ PROCEDURAL_HANDICAP = 0.05  # a real recording wins a near tie against synthesis
 CHOICE_MARGIN = 0.08  # seeds choose among candidates this close to the best
 DEFAULT_SPAN_S = 1.0  # a bed with start == end still gets this much
 MAX_VARIANTS = 8  # sample_variants index the best this-many eligible samples (modulo)
+CONTINUOUS_FADE_S = 0.1  # movement pieces crossfade this long (level steps without clicks or onsets)
 UNDER_IMPACTS_DB = 8.0  # movement and beds stay this far under the quietest impact's loudest 50 ms
 
 PROCEDURAL_BED_MAX = 30 * 44100  # longer procedural beds loop this much material (bounded memory)
@@ -237,7 +238,7 @@ class OfflineRenderer:
     def _bed_clip(start: int, span: int, source, rng: np.random.Generator, kind: str, gain: float, pan: float,
                   point: bool) -> mixer.BedClip:
         """``_bed(fill(source))`` placed at ``start``: the fades of ``_bed``, computed a block at a time."""
-        edge = 0.5 if kind in ("ambience", "music") else 0.05
+        edge = 0.5 if kind in ("ambience", "music") else CONTINUOUS_FADE_S
         f = min(int(edge * SR), span // 4)
         # A bed already playing when the picture starts does not fade in: a fade from silence is an onset.
         return mixer.BedClip(start, span, source, rng, (0 if start == 0 else f, f), kind, gain, pan, point)
@@ -252,7 +253,7 @@ class OfflineRenderer:
 
     @staticmethod
     def _bed(x: np.ndarray, kind: str, span: int, start: int = -1) -> np.ndarray:
-        edge = 0.5 if kind in ("ambience", "music") else 0.05
+        edge = 0.5 if kind in ("ambience", "music") else CONTINUOUS_FADE_S
         f = min(int(edge * SR), span // 4)
         return mixer.fade(x, 0 if start == 0 else f, f)
 

@@ -43,7 +43,7 @@ SPECIFIC_MIN_FRAMES = 2
 IMPACT_GAIN_RANGE_DB = (-10.0, 0.0)
 # Movement: a texture whose level follows the motion energy second by second (what a soundtrack's loudness does).
 MOVE_CHUNK_S = 0.5
-MOVE_OVERLAP_S = 0.05  # = the renderer's fade on continuous sounds: neighbours crossfade
+MOVE_OVERLAP_S = 0.1  # = the renderer's fade on continuous sounds: neighbours crossfade
 MOVE_MIN_MOTION = 0.03  # of the clip's 95th-percentile motion (one spike must not make the rest "still")
 MOVE_TOP_DB = -6.0  # gain at the reference motion; the level falls with motion energy (10·log10)
 BED_GAIN_DB = -24.0
