@@ -35,6 +35,7 @@ PROCEDURAL_HANDICAP = 0.05  # a real recording wins a near tie against synthesis
 CHOICE_MARGIN = 0.08  # seeds choose among candidates this close to the best
 DEFAULT_SPAN_S = 1.0  # a bed with start == end still gets this much
 MAX_VARIANTS = 8  # sample_variants index the best this-many eligible samples (modulo)
+AMBIENCE_CUT_IN_S = 0.05  # a scene bed enters on its shot's cut
 CONTINUOUS_FADE_S = 0.1  # movement pieces crossfade this long (level steps without clicks or onsets)
 UNDER_IMPACTS_DB = 8.0  # movement and beds stay this far under the quietest impact's loudest 50 ms
 
@@ -238,10 +239,7 @@ class OfflineRenderer:
     def _bed_clip(start: int, span: int, source, rng: np.random.Generator, kind: str, gain: float, pan: float,
                   point: bool) -> mixer.BedClip:
         """``_bed(fill(source))`` placed at ``start``: the fades of ``_bed``, computed a block at a time."""
-        edge = 0.5 if kind in ("ambience", "music") else CONTINUOUS_FADE_S
-        f = min(int(edge * SR), span // 4)
-        # A bed already playing when the picture starts does not fade in: a fade from silence is an onset.
-        return mixer.BedClip(start, span, source, rng, (0 if start == 0 else f, f), kind, gain, pan, point)
+        return mixer.BedClip(start, span, source, rng, _fades(kind, span, start), kind, gain, pan, point)
 
     def _best_preset(self, vec: np.ndarray, ptype: str, ok: np.ndarray) -> tuple[procedural.Preset | None, float]:
         sims = self._presets() @ vec
@@ -253,9 +251,21 @@ class OfflineRenderer:
 
     @staticmethod
     def _bed(x: np.ndarray, kind: str, span: int, start: int = -1) -> np.ndarray:
-        edge = 0.5 if kind in ("ambience", "music") else CONTINUOUS_FADE_S
-        f = min(int(edge * SR), span // 4)
-        return mixer.fade(x, 0 if start == 0 else f, f)
+        return mixer.fade(x, *_fades(kind, span, start))
+
+
+def _fades(kind: str, span: int, start: int) -> tuple[int, int]:
+    """(fade-in, fade-out) samples. A sound already playing when the picture starts does not fade in (a fade from
+    silence is an onset nothing on screen asks for); a scene bed comes in on its cut, as a film mix cuts sound with
+    picture, and leaves with a long fade; music fades both ways; movement pieces crossfade."""
+    if kind == "ambience":
+        fi, fo = AMBIENCE_CUT_IN_S, 0.5
+    elif kind == "music":
+        fi = fo = 0.5
+    else:
+        fi = fo = CONTINUOUS_FADE_S
+    fi_n, fo_n = min(int(fi * SR), span // 4), min(int(fo * SR), span // 4)
+    return (0 if start == 0 else fi_n), fo_n
 
 
 def _keep_impacts_on_top(plan: Plan, clips: list[mixer.Clip]) -> dict:
