@@ -176,3 +176,22 @@ def test_a_refine_with_nothing_audible_to_change_stops_with_a_reason():
                                       hint={"action": "gain_event", "event": "hit0", "by_db": 0.4})])
     r = ref.refine(generic, crit, ["semantic"], 1, 7)
     assert getattr(r, "stop", ""), r.changes
+
+
+def test_renderer_fingerprint_tells_identical_audio_apart_from_a_real_change(tmp_path, renderer):
+    """A 'sample swap' on a procedural bed renders the same audio: the fingerprint says so before rendering, and
+    the loop (agent.nodes.refine) stops instead of spending a round on it."""
+    bed = Event(id="amb1", label="quiet indoor room tone", kind=EventKind.ambience, start_s=0.0, end_s=3.0,
+                gain_db=-20.0)
+    hit = Event(id="hit1", label="soft thud", kind=EventKind.impact, start_s=1.0, end_s=1.25)
+    plan = Plan(duration_s=3.0, caption="a room", semantic="room", temporal="one hit", aesthetic="soft",
+                spatial="centre", events=[bed, hit])
+    swapped = plan.model_copy(update={"provenance": plan.provenance.model_copy(
+        update={"sample_variants": {"amb1": 1}})})
+    louder = plan.model_copy(update={"events": [bed, hit.model_copy(update={"gain_db": 3.0})]})
+    fp = renderer.fingerprint(plan, 0)
+    assert renderer.fingerprint(swapped, 0) == fp
+    assert renderer.fingerprint(louder, 0) != fp and renderer.fingerprint(plan, 1) != fp
+    a, sr = read_audio(renderer.render(plan, None, None, 0, tmp_path / "a.wav").audio_path)
+    b, _ = read_audio(renderer.render(swapped, None, None, 0, tmp_path / "b.wav").audio_path)
+    assert np.array_equal(a, b)  # the fingerprint's claim, checked on the audio

@@ -37,7 +37,7 @@ DEFAULT_SPAN_S = 1.0  # a bed with start == end still gets this much
 MAX_VARIANTS = 8  # sample_variants index the best this-many eligible samples (modulo)
 AMBIENCE_CUT_IN_S = 0.05  # a scene bed enters on its shot's cut
 CONTINUOUS_FADE_S = 0.1  # movement pieces crossfade this long (level steps without clicks or onsets)
-UNDER_IMPACTS_DB = 8.0  # movement and beds stay this far under the quietest impact's loudest 50 ms
+UNDER_IMPACTS_DB = 12.0  # movement and beds stay this far under the quietest impact's loudest 50 ms
 
 PROCEDURAL_BED_MAX = 30 * 44100  # longer procedural beds loop this much material (bounded memory)
 
@@ -172,9 +172,32 @@ class OfflineRenderer:
         }
         return RenderResult(audio_path=out_path, sample_rate=SR, duration_s=n / SR, meta=meta)
 
+    def fingerprint(self, plan: Plan, seed: int) -> str:
+        """What ``render`` would produce, without mixing: each event's chosen source, its draws and placement,
+        plus the master settings. Equal fingerprints mean identical audio, so the loop need not render a round
+        it has already heard (issue 9: a "sample swap" on a procedural bed changed nothing)."""
+        import hashlib
+        import json
+
+        with self._lock:
+            n = max(1, int(round(plan.duration_s * SR)))
+            negatives = [x for x in plan.negatives if x.strip()]
+            variants = _variants(plan)
+            labels = [e.label for e in plan.events]
+            vecs = dict(zip(labels, self.bank.embedder.encode(labels))) if labels else {}
+            preset_ok = ~self._presets_negated(tuple(negatives))
+            parts = []
+            for ev in plan.events:
+                rng = np.random.default_rng([seed % 2**32, zlib.crc32(ev.id.encode())])
+                c = self._choose(ev, vecs[ev.label], negatives, variants.get(ev.id), preset_ok, n, rng, dry=True)
+                parts.append([ev.kind.value, c.source, c.at, round(ev.pan, 4), ev.duration_s if ev.kind ==
+                              EventKind.impact else None, c.meta or {}, seed if c.source == "procedural" else None])
+            parts.append([n, _render_options(plan), self.target_lufs])
+        return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
     # ---- one event ----------------------------------------------------------------------------------
     def _choose(self, ev: Event, vec: np.ndarray, negatives: list[str], variant: int | None, preset_ok: np.ndarray,
-                n: int, rng: np.random.Generator) -> _Choice:
+                n: int, rng: np.random.Generator, dry: bool = False) -> _Choice:
         kind = ev.kind.value
         ranked_all = self.bank.match_vector(vec, kind, k=max(self.top_k, MAX_VARIANTS), negatives=negatives)
         cands = [(s, sc) for s, sc in ranked_all if sc >= self.threshold]
@@ -200,6 +223,8 @@ class OfflineRenderer:
 
         if use_preset:
             meta = {"preset": preset.name, "score": round(preset_score, 3)}
+            if dry:
+                return _Choice("procedural", None, start, meta | {"gain": round(gain, 6), "span": span})
             if is_hit:
                 clip = mixer.LazyClip(start, _replay(rng, lambda r: mixer.place_stereo(
                     mixer.normalise(procedural.hit(preset.name, r), kind) * gain, ev.pan, point)))
@@ -220,6 +245,8 @@ class OfflineRenderer:
             close = [i for i, (_, sc) in enumerate(ranked) if sc >= ranked[0][1] - CHOICE_MARGIN]
             pick = int(rng.choice(close))
         sample, score = ranked[pick]
+        if dry:
+            return _Choice("sample", None, start, {"stem": sample.stem, "gain": round(gain, 6), "span": span})
         audio = self.bank.audio(sample)
         meta = {"file": str(sample.path), "stem": sample.stem, "score": round(score, 3), "variant": pick,
                 "below_threshold": score < self.threshold,

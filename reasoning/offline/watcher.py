@@ -32,8 +32,6 @@ PROMPT_VERSION = "offline-watch-v1"
 LOW_CONFIDENCE = 0.3  # mean top-1 probability below which the labels are called a guess
 _MIN_SHOT_S = 0.3
 _IMPACT_LEN_S = 0.25
-_MOVE_LEVEL = 0.3  # motion (0..1) above which a stretch counts as sustained movement
-_MOVE_MIN_S = 0.6
 _MAX_LISTED_TIMES = 6
 # Evidence before specificity (issue 9): a specific source is named only when the shot's keyframes agree on it
 # and its labels carry this much probability per keyframe; otherwise generic, understated sounds.
@@ -378,21 +376,6 @@ class OfflineWatcher:
                 out.append((max(shot.start_s, t - MOVE_OVERLAP_S / 2), min(shot.end_s, b + MOVE_OVERLAP_S / 2), level))
             t = b
         return out
-
-    @staticmethod
-    def _moving_spans(vis: VisualAnalysis, shot: Shot) -> list[tuple[float, float]]:
-        inside = (vis.times >= shot.start_s) & (vis.times < shot.end_s)
-        moving = inside & (vis.motion >= _MOVE_LEVEL)
-        spans, start = [], None
-        for t, m in zip(vis.times, moving):
-            if m and start is None:
-                start = t
-            elif not m and start is not None:
-                spans.append((start, t))
-                start = None
-        if start is not None:
-            spans.append((start, min(shot.end_s, float(vis.times[-1]) + 1.0 / vis.fps)))
-        return [(float(a), float(b)) for a, b in spans if b - a >= _MOVE_MIN_S]
 
     @staticmethod
     def _caption(events: list[Event], main: list[vocab.SoundRule]) -> str:
