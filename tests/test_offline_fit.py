@@ -195,3 +195,25 @@ def test_renderer_fingerprint_tells_identical_audio_apart_from_a_real_change(tmp
     a, sr = read_audio(renderer.render(plan, None, None, 0, tmp_path / "a.wav").audio_path)
     b, _ = read_audio(renderer.render(swapped, None, None, 0, tmp_path / "b.wav").audio_path)
     assert np.array_equal(a, b)  # the fingerprint's claim, checked on the audio
+
+
+def test_stepping_the_layers_back_is_heard_despite_gain_staging(tmp_path, renderer):
+    """The refiner's 'softer layers' move must survive the renderer's cap (which rescales every layer): it is a
+    render option applied after staging, so the bed drops against the hits and the fingerprint changes."""
+    events = [Event(id="amb1", label="quiet indoor room tone", kind=EventKind.ambience, start_s=0.0, end_s=4.0,
+                    gain_db=0.0),
+              Event(id="move1", label="soft rustle of movement", kind=EventKind.continuous, start_s=0.0, end_s=4.0,
+                    gain_db=0.0),
+              Event(id="hit1", label="soft thud", kind=EventKind.impact, start_s=1.0, end_s=1.25),
+              Event(id="hit2", label="soft thud", kind=EventKind.impact, start_s=3.0, end_s=3.25)]
+    plan = Plan(duration_s=4.0, caption="x", semantic="x", temporal="x", aesthetic="x", spatial="x", events=events)
+    crit = Critique(scores={"semantic": 0.9, "temporal": 0.2, "aesthetic": 0.9, "spatial": 0.9}, findings=[])
+    r = OfflineRefiner().refine(plan, crit, ["temporal"], 1, 0)
+    assert not r.stop and r.plan.provenance.model_extra["render_options"]["layers_db"] < 0, r.changes
+    assert renderer.fingerprint(r.plan, r.seed) != renderer.fingerprint(plan, 0)
+
+    def bed_under_hits(p, name):
+        a, sr = read_audio(renderer.render(p, None, None, 0, tmp_path / name).audio_path)
+        return _rms_db(a, sr, 1.8, 2.6) - max(_rms_db(a, sr, t, t + 0.05) for t in (1.0, 3.0))
+
+    assert bed_under_hits(r.plan, "soft.wav") <= bed_under_hits(plan, "base.wav") - 4.0

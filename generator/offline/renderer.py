@@ -141,7 +141,7 @@ class OfflineRenderer:
                 timeline.add(choice.clip)
             events_meta.append({"id": ev.id, "label": ev.label, "kind": ev.kind.value, "source": choice.source,
                                 **(choice.meta or {})})
-        staging = _keep_impacts_on_top(plan, timeline.clips)
+        staging = _keep_impacts_on_top(plan, timeline.clips, _render_options(plan).get("layers_db", 0.0))
         t_mix = time.perf_counter()
 
         options = _render_options(plan)
@@ -295,20 +295,23 @@ def _fades(kind: str, span: int, start: int) -> tuple[int, int]:
     return (0 if start == 0 else fi_n), fo_n
 
 
-def _keep_impacts_on_top(plan: Plan, clips: list[mixer.Clip]) -> dict:
+def _keep_impacts_on_top(plan: Plan, clips: list[mixer.Clip], extra_db: float = 0.0) -> dict:
     """Gain staging: scale every non-impact layer by one factor so that its loudest 50 ms stays UNDER_IMPACTS_DB
     below the quietest impact's. One factor for all of them keeps their level changes over time (the motion-driven
     movement layer) while the contacts stay on top. No impacts, nothing to protect."""
     impacts = [c for c in clips if getattr(c, "kind", None) == "impact"]
     layers = [c for c in clips if getattr(c, "kind", None) not in (None, "impact", "speech", "music")]
+    extra = mixer.db_to_gain(extra_db)  # the refiner's "layers step back", applied after the cap
+    for c in layers:
+        c.scale = extra
     if not impacts or not layers:
-        return {"scaled_db": 0.0}
+        return {"scaled_db": round(float(extra_db), 2)}
     quietest = min(c.peak_level() for c in impacts)
     loudest = max(c.peak_level() for c in layers)
     if quietest <= 0 or loudest <= 0:
-        return {"scaled_db": 0.0}
+        return {"scaled_db": round(float(extra_db), 2)}
     cap = quietest * mixer.db_to_gain(-UNDER_IMPACTS_DB)
-    scale = min(1.0, cap / loudest)
+    scale = min(1.0, cap / loudest) * extra
     for c in layers:
         c.scale = scale
     return {"scaled_db": round(20 * np.log10(scale), 2), "quietest_impact_db": round(20 * np.log10(quietest), 2),
@@ -329,9 +332,20 @@ def _variants(plan: Plan) -> dict[str, int]:
 
 
 def _render_options(plan: Plan) -> dict:
-    """``provenance.render_options`` set by the refiner; understood here: ``dc_block`` (high-pass the mix)."""
+    """``provenance.render_options`` set by the refiner; understood here: ``dc_block`` (high-pass the mix) and
+    ``layers_db`` (movement and beds this many dB under where gain staging puts them, -40..0)."""
     raw = (plan.provenance.model_extra or {}).get("render_options") or {}
-    return {"dc_block": bool(raw.get("dc_block"))} if isinstance(raw, dict) else {}
+    if not isinstance(raw, dict):
+        return {}
+    out = {"dc_block": bool(raw.get("dc_block"))}
+    try:
+        layers = float(raw.get("layers_db") or 0.0)
+    except (TypeError, ValueError):
+        log.warning("ignoring render option layers_db=%r (not a number)", raw.get("layers_db"))
+        layers = 0.0
+    if np.isfinite(layers) and layers != 0.0:
+        out["layers_db"] = float(np.clip(layers, -40.0, 0.0))
+    return out
 
 
 # ---- backend registry hooks ---------------------------------------------------------------------------

@@ -44,7 +44,7 @@ INAUDIBLE_BOOST_DB = 6.0
 # Smallest changes a listener notices (level ~1 dB, timing ~10 ms, placement ~0.1 of the pan range).
 AUDIBLE_DB, AUDIBLE_S, AUDIBLE_PAN = 1.0, 0.01, 0.1
 SOFTEN_LAYERS_DB = -6.0
-LAYER_FLOOR_DB = -40.0  # layers this quiet are not softened further
+LAYER_FLOOR_DB = -18.0  # layers are not stepped back further than this
 _GENERIC_LABELS = {lab for r in vocab.GENERIC for lab in (r.hit, r.move, r.bed)}
 _OUTDOOR_WORDS = ("outdoor", "breeze", "wind", "meadow", "street", "field", "bird", "forest", "shore", "yard", "sky",
                   "traffic", "harbour", "open")
@@ -303,11 +303,17 @@ def _make_generic(ed: _Edit) -> None:
 
 
 def _soften_layers(ed: _Edit) -> None:
-    """The layers under the impacts step back, so the contacts carry the timing."""
-    for eid in ed.order:
-        e = ed.events[eid]
-        if e["kind"] in (EventKind.continuous, EventKind.ambience) and e["gain_db"] > LAYER_FLOOR_DB:
-            ed.gain(eid, SOFTEN_LAYERS_DB, "temporal", "layers under the impacts step back")
+    """The layers under the impacts step back, so the contacts carry the timing. Asked of the renderer as
+    ``render_options["layers_db"]`` (applied after its gain staging, which would undo a change of event gains)."""
+    if not any(e["kind"] in (EventKind.continuous, EventKind.ambience) for e in ed.events.values()):
+        return
+    now = float(ed.render_options.get("layers_db") or 0.0)
+    new = max(LAYER_FLOOR_DB, now + SOFTEN_LAYERS_DB)
+    if new < now:
+        ed.render_options["layers_db"] = new
+        ed.changes.append(f"temporal: movement and beds {now:+.0f} -> {new:+.0f} dB under the impacts "
+                          "(layers under the impacts step back)")
+        ed.touched.add("temporal")
 
 
 def _signature(events: list[Event]) -> dict[str, tuple]:
