@@ -304,9 +304,7 @@ def test_registry_hooks(tmp_path):
 # ---- bounded memory: clips mixed block by block ------------------------------------------------------------
 def _whole_bed(audio, span, rng, kind, gain, pan, point):
     """The in-memory pipeline a bed used to go through (fill → fade → normalise → place_stereo)."""
-    edge = 0.5 if kind in ("ambience", "music") else 0.05
-    f = min(int(edge * SR), span // 4)
-    x = mixer.fade(mixer.fill(audio, span, rng), f, f)
+    x = mixer.fade(mixer.fill(audio, span, rng), *renderer_mod._fades(kind, span, 1))  # placed after sample 0
     return mixer.place_stereo(mixer.normalise(x, kind) * gain, pan, point)
 
 

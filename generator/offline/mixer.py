@@ -20,6 +20,7 @@ from scipy.ndimage import minimum_filter1d, uniform_filter1d
 SR = 44100
 BLOCK = 1 << 18  # timeline samples mixed at a time (~6 s): the render's working memory is a few of these
 MEASURE_BLOCK = 1 << 20  # samples per step when a bed measures its own level
+KEEP_BUILT = 60 * SR  # at most this much audio (all sounds together) stays built between gain staging and mixing
 PREROLL_S = 0.003  # keep a few ms before the attack so the transient is not clipped by the fade-in
 
 # Reference levels (dBFS) each source is normalised to before the event's gain_db: impacts by their
@@ -158,10 +159,12 @@ class Clip:
     def render(self, a: int, b: int) -> np.ndarray:
         raise NotImplementedError
 
-    def peak_level(self) -> float:
-        """Loudest 50 ms RMS of the placed sound (linear, channels averaged), before ``scale``."""
+    def peak_level(self, keep: bool = False) -> float:
+        """Loudest 50 ms RMS of the placed sound (linear, channels averaged), before ``scale``. ``keep``: leave it
+        built for the mix that follows (the timeline releases it after mixing)."""
         x = self.render(0, self.length)
-        self.release()
+        if not keep:
+            self.release()
         return float(envelope(x, 0.05).max()) if x.size else 0.0
 
     def release(self) -> None:
@@ -287,7 +290,7 @@ class BedClip(Clip):
             y[..., j0 - a:] *= self._down[j0 - (n - self._fo):b - (n - self._fo)]
         return y
 
-    def peak_level(self) -> float:
+    def peak_level(self, keep: bool = False) -> float:
         return self._peak  # measured with the normalising pass (blocks meet at MEASURE_BLOCK: a close bound)
 
     def render(self, a: int, b: int) -> np.ndarray:

@@ -6,6 +6,7 @@ description so it can be chosen by the same text match that picks recordings.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,7 +35,9 @@ PRESETS: tuple[Preset, ...] = (
 BY_NAME = {p.name: p for p in PRESETS}
 
 
+@functools.lru_cache(maxsize=64)
 def _sos(kind: str, freq, order: int = 2):
+    """Filter design is the same for every call with these arguments (and costs more than filtering a short piece)."""
     return butter(order, freq, btype=kind, fs=SR, output="sos")
 
 

@@ -306,8 +306,16 @@ def _keep_impacts_on_top(plan: Plan, clips: list[mixer.Clip], extra_db: float = 
         c.scale = extra
     if not impacts or not layers:
         return {"scaled_db": round(float(extra_db), 2)}
-    quietest = min(c.peak_level() for c in impacts)
-    loudest = max(c.peak_level() for c in layers)
+    budget = mixer.KEEP_BUILT
+
+    def level(c: mixer.Clip) -> float:  # short sounds stay built for the mix, within a fixed memory budget
+        nonlocal budget
+        keep = c.length <= budget
+        budget -= c.length if keep else 0
+        return c.peak_level(keep=keep)
+
+    quietest = min(level(c) for c in impacts)
+    loudest = max(level(c) for c in layers)
     if quietest <= 0 or loudest <= 0:
         return {"scaled_db": round(float(extra_db), 2)}
     cap = quietest * mixer.db_to_gain(-UNDER_IMPACTS_DB)
