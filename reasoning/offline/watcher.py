@@ -35,7 +35,7 @@ _IMPACT_LEN_S = 0.25
 _MAX_LISTED_TIMES = 6
 # Evidence before specificity (issue 9): a specific source is named only when the shot's keyframes agree on it
 # and its labels carry this much probability per keyframe; otherwise generic, understated sounds.
-SPECIFIC_MASS = 0.35
+SPECIFIC_MASS = 0.5
 SPECIFIC_MIN_FRAMES = 2
 # Impacts go only on contacts (``motion.contacts``); weaker motion is carried by the movement layer.
 IMPACT_GAIN_RANGE_DB = (-10.0, 0.0)
@@ -163,7 +163,7 @@ class KeyframePool(FrameGrid):
 
 def outdoor_cue(frames: list[np.ndarray]) -> bool | None:
     """Open sky or vegetation in the picture: blue-dominant bright pixels in the upper third, or green-dominant
-    pixels anywhere, over a quarter of the frame. A coarse cue, robust where ImageNet labels are not."""
+    pixels anywhere, over 15 % of the frame. A coarse cue, robust where ImageNet labels are not."""
     votes = []
     for img in frames:
         if img is None:
@@ -173,7 +173,7 @@ def outdoor_cue(frames: list[np.ndarray]) -> bool | None:
         top = slice(0, max(1, x.shape[0] // 3))
         sky = ((b[top] > r[top] + 0.05) & (b[top] > 0.45)).mean()
         green = ((g > r + 0.04) & (g > b + 0.02) & (g > 0.2)).mean()
-        votes.append(sky > 0.25 or green > 0.25)
+        votes.append(sky > 0.15 or green > 0.15)
     return None if not votes else sum(votes) * 2 >= len(votes)
 
 
