@@ -217,3 +217,18 @@ def test_stepping_the_layers_back_is_heard_despite_gain_staging(tmp_path, render
         return _rms_db(a, sr, 1.8, 2.6) - max(_rms_db(a, sr, t, t + 0.05) for t in (1.0, 3.0))
 
     assert bed_under_hits(r.plan, "soft.wav") <= bed_under_hits(plan, "base.wav") - 4.0
+
+
+def test_contacts_leave_out_codec_pulses_first_frames_and_weak_changes():
+    """A lattice of onsets every 0.2 s (repeated frames of a frame-rate conversion) is not 39 contacts."""
+    from reasoning.offline.motion import contacts
+    from tests.helpers import known_visual
+
+    lattice = [round(0.4 + 0.2 * k, 3) for k in range(12)]
+    vis = known_visual(lattice + [3.3], [0.0] * 13, duration=4.0)
+    vis.onset_strengths = [0.1] * 12 + [0.5]  # the lattice, and one clear hit
+    times, _ = contacts(vis)
+    assert times == [3.3]
+    vis = known_visual([0.1, 1.0, 2.0, 3.0], [0.0] * 4, duration=4.0)
+    vis.onset_strengths = [0.9, 0.9, 0.05, 0.6]  # first frames; a change under 15 % of the strongest
+    assert contacts(vis)[0] == [1.0, 3.0]
