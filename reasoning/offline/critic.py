@@ -1,7 +1,9 @@
 """The offline critic: four scores from signal analysis and aiSFX embeddings, no model hub.
 
-- temporal: audio onsets vs visual impact onsets, F1 within ±80 ms at the best global lag (searched in
-  ±250 ms), discounted when that lag is audible; envelope correlation when the video shows no impacts.
+- temporal: every audio onset (those inside continuous sounds too, weighted by loudness) vs the picture's contacts
+  (``motion.contacts``, from the video, never from the plan), F1 within ±80 ms at the best global lag (searched in
+  ±250 ms), discounted when that lag is audible; a layer whose loud onsets match no contact is named as masking
+  the impacts; envelope correlation when the video shows no contacts.
 - semantic: each event's audio vs a reference embedding of its label in aiSFX space. A *proxy* for
   CLAP-style audio–text scoring: there is no embedded audio–text model, so labels are grounded through
   reference recordings instead.
