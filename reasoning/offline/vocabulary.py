@@ -147,9 +147,10 @@ FALLBACK = SoundRule("scene", "soft movement and light handling sounds", "thud",
                      "quiet room tone")
 
 # "When in doubt, understate": with weak or inconsistent labels the watcher names no specific source and plans
-# sounds that cannot be wrong in kind, chosen only from coarse cues (indoor/outdoor).
+# sounds that cannot be wrong in kind, chosen only from a coarse cue (open sky or vegetation = outdoors). Without
+# that cue the bed is neutral air, not "indoor": a street of grey buildings shows neither sky nor green.
 GENERIC_INDOOR = SoundRule("generic indoor", "soft movement and light handling sounds", "soft thud",
-                           "soft rustle of movement", "quiet indoor room tone", outdoor=False)
+                           "soft rustle of movement", "faint quiet air ambience", outdoor=False)
 GENERIC_OUTDOOR = SoundRule("generic outdoor", "soft movement in open air", "soft thud",
                             "soft rustle of movement", "light breeze outdoors")
 GENERIC = (GENERIC_INDOOR, GENERIC_OUTDOOR)

@@ -421,7 +421,7 @@ class OfflineWatcher:
         outdoor = sum(s.duration_s for s in shots if s.top.outdoor) >= 0.5 * total
         hard = sum(s.duration_s for s in shots if s.top.hard) >= 0.5 * total
         texture = "crisp, punchy transients" if hard else "soft, natural detail"
-        aesthetic = f"{texture} over {'a light outdoor' if outdoor else 'a dry indoor'} bed, close-miked"
+        aesthetic = f"{texture} over {'a light outdoor' if outdoor else 'a quiet, dry'} bed, close-miked"
 
         if hits:
             sides = [_side_word(e.pan) for e in hits]
