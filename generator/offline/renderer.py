@@ -183,7 +183,7 @@ class OfflineRenderer:
             n = max(1, int(round(plan.duration_s * SR)))
             negatives = [x for x in plan.negatives if x.strip()]
             variants = _variants(plan)
-            labels = [e.label for e in plan.events]
+            labels = list(dict.fromkeys(e.label for e in plan.events))  # each label once: plans repeat them
             vecs = dict(zip(labels, self.bank.embedder.encode(labels))) if labels else {}
             preset_ok = ~self._presets_negated(tuple(negatives))
             parts = []
