@@ -40,7 +40,7 @@ from sqlmodel import col, select
 
 from agent import backends, nodes, outputs, runs
 from agent.config import RunConfig
-from agent.devices import DeviceManager
+from agent.devices import KeepLoaded, resolve_device
 from contract.errors import UserError
 from store import media
 from store.db import Store
@@ -318,14 +318,6 @@ def check_existing(store: Store, clips: list[Clip], force: bool, resume: bool) -
 
 
 # ---- the worker: dubs into its own scratch store ------------------------------------------------------------------
-class KeepLoaded(DeviceManager):
-    """A batch worker's device manager: a finished clip keeps its models loaded for the next one (``before`` still
-    makes room on an accelerator)."""
-
-    def release_all(self) -> list[str]:
-        return []
-
-
 def _one_line(exc: BaseException) -> str:
     return " ".join(f"{type(exc).__name__}: {exc}".split())[:2000]
 
@@ -697,11 +689,19 @@ class Batch:
         if self.auto_device:  # --device auto on a cluster: the cluster's GPUs decide, not the driver's
             device = "cuda" if cluster.get("gpus") else "cpu"
             self.clips = [replace(c, cfg=c.cfg.model_copy(update={"device": device})) for c in self.clips]
+        # Resume keys hash the config as recorded, so it is resolved once here (dtype "auto" → this machine's
+        # check); on a Ray cluster an "auto" dtype is left for each worker's hardware to decide, and kept as "auto".
+        self.clips = [replace(c, cfg=self._resolved(c.cfg)) for c in self.clips]
         check_existing(self.store, self.clips, self.force, self.resume)
         needs_gpu = any(c.cfg.device.startswith("cuda") for c in self.clips)
         if needs_gpu and cluster.get("gpus") == 0:
             raise UserError("the clips run on CUDA but the Ray cluster has no GPU (use --device cpu)")
         self.engine.launch(needs_gpu, len(self.clips))
+
+    def _resolved(self, cfg: RunConfig) -> RunConfig:
+        if getattr(self.engine, "name", "") == "ray" and cfg.dtype == "auto":
+            return cfg.model_copy(update={"device": resolve_device(cfg.device)}) if cfg.device == "auto" else cfg
+        return cfg.resolved()
 
     def run(self) -> BatchReport:
         try:
@@ -766,7 +766,8 @@ class Batch:
                 self.store.update_run(run_id, error=None)
         if run_id is None:
             try:
-                run_id = runs.create_dub_run(self.store, clip.path, clip.cfg, status="queued", out=clip.out)
+                run_id = runs.create_dub_run(self.store, clip.path, clip.cfg, status="queued", out=clip.out,
+                                             resolve=False)  # resolved in prepare (the resume key's config)
             except media.MediaError as exc:  # recorded as a failed run by the service
                 self._emit(Outcome(clip, "failed", None, error=" ".join(str(exc).split())))
                 return None

@@ -61,7 +61,7 @@ def batch(ctx: typer.Context, source: Source, out_dir: OutDir = None, resume: Re
           watcher: Watcher = "offline", watcher_model: WatcherModel = None, endpoint: Endpoint = None,
           renderer: Renderer = "offline", weights: Weights = None, critic: Critic = "offline",
           refiner: Refiner = None, max_duration: MaxDuration = 600.0, keep_original: KeepOriginal = "drop",
-          device: Device = "auto", dtype: Dtype = "fp32", steps: Steps = None, cfg_scale: CfgScale = None,
+          device: Device = "auto", dtype: Dtype = "auto", steps: Steps = None, cfg_scale: CfgScale = None,
           metaclip: MetaClip = None, t5: T5 = None, synchformer: Synchformer = None, db: Db = None,
           debug: Debug = False):
     """Dub every video of a folder or manifest; failures are recorded as failed runs and the batch goes on."""
@@ -81,6 +81,8 @@ def batch(ctx: typer.Context, source: Source, out_dir: OutDir = None, resume: Re
                        renderer=renderer, critic=critic, refiner=refiner, max_duration=max_duration,
                        keep_original=keep_original, device="cpu" if auto else device, dtype=dtype,
                        renderer_opts=renderer_options(weights, steps, cfg_scale, metaclip, t5, synchformer))
+    if auto and dtype == "auto":  # the cluster's devices decide: each worker resolves it (models.precision)
+        cfg = cfg.model_copy(update={"dtype": "auto"})
     clips = service.collect(source, out_dir, cfg, outputs.out_name, outputs.VIDEO_EXTS)
     if artifacts_dir is not None:
         artifacts_dir = outputs.check_folder(artifacts_dir, "--artifacts-dir")
