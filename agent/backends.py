@@ -67,6 +67,8 @@ REGISTRY: dict[str, dict[str, str]] = {
 }
 
 _cache: dict[tuple, Any] = {}
+_loaded: set[tuple] = set()  # keys whose instance has run load()
+_load_locks: dict[tuple, threading.Lock] = {}
 _lock = threading.RLock()  # a factory may look up a peer backend (the judge's metric critic)
 
 
@@ -120,6 +122,49 @@ def get(role: str, cfg: RunConfig, name: str | None = None):
         return _cache[key]
 
 
+def _is_loaded(backend: Any, key: tuple) -> bool:
+    """A backend that says whether its models are in memory (``loaded``, e.g. after the device manager released
+    them) is asked; otherwise ``load()`` has run once for this instance."""
+    flag = getattr(backend, "loaded", None)
+    return bool(flag) if isinstance(flag, bool) else key in _loaded
+
+
+def load(role: str, cfg: RunConfig, name: str | None = None):
+    """``get`` plus the backend's ``load()`` (its models into memory now, if it has one and they are not already
+    there), so that callers can time loading apart from the work. Instances are shared, so a worker or batch that
+    keeps them (and does not release their models) loads once for every job of the same configuration."""
+    name = name or chosen(role, cfg)
+    backend = get(role, cfg, name)
+    key = _key(role, name, cfg)
+    fn = getattr(backend, "load", None)
+    if callable(fn) and not _is_loaded(backend, key):
+        with _load_locks.setdefault(key, threading.Lock()):  # concurrent runs in one process load once
+            if not _is_loaded(backend, key):
+                fn()
+                _loaded.add(key)
+    return backend
+
+
+def keys_for(cfg: RunConfig, roles: tuple[str, ...] = ("watcher", "renderer", "critic", "refiner")) -> set[tuple]:
+    """The cache keys of a config's backends (two configs with equal keys share loaded instances)."""
+    return {_key(role, chosen(role, cfg), cfg) for role in roles}
+
+
+def warm_keys() -> set[tuple]:
+    """The backends whose ``load()`` has run in this process (for a worker deciding what to keep)."""
+    with _lock:
+        return set(_loaded)
+
+
+def forget(keys: set[tuple] | None = None) -> None:
+    """Drop cached instances (all, or those ``keys``) so their models can be freed; they rebuild on next use."""
+    with _lock:
+        for key in list(_cache) if keys is None else keys:
+            _cache.pop(key, None)
+            _loaded.discard(key)
+            _load_locks.pop(key, None)
+
+
 def describe_all(cfg: RunConfig | None = None) -> list[dict]:
     cfg = cfg or RunConfig()
     rows = []
@@ -136,5 +181,4 @@ def describe_all(cfg: RunConfig | None = None) -> list[dict]:
 
 
 def clear_cache() -> None:
-    with _lock:
-        _cache.clear()
+    forget()
