@@ -145,6 +145,16 @@ def load(role: str, cfg: RunConfig, name: str | None = None):
     return backend
 
 
+def install(role: str, cfg: RunConfig, backend: Any) -> Any:
+    """Make ``backend`` the instance ``get(role, cfg)`` returns (e.g. a batching wrapper around the cached one);
+    returns the instance it replaces (None when there was none)."""
+    key = _key(role, chosen(role, cfg), cfg)
+    with _lock:
+        before = _cache.get(key)
+        _cache[key] = backend
+        return before
+
+
 def keys_for(cfg: RunConfig, roles: tuple[str, ...] = ("watcher", "renderer", "critic", "refiner")) -> set[tuple]:
     """The cache keys of a config's backends (two configs with equal keys share loaded instances)."""
     return {_key(role, chosen(role, cfg), cfg) for role in roles}

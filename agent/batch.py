@@ -22,10 +22,12 @@ import json
 import logging
 import math
 import os
+import queue as queue_mod
 import re
 import shutil
 import socket
 import tempfile
+import threading
 import time
 import uuid
 from collections import deque
@@ -338,14 +340,18 @@ class ClipWorker:
     the same host once this process is gone."""
 
     def __init__(self, scratch_root: str | Path | None = None, handoff: str | Path | None = None,
-                 setup: Iterable[str] = (), in_ray: bool = False):
+                 setup: Iterable[str] = (), in_ray: bool = False, slot: int = 0):
+        """``slot`` k > 0: one more worker in this process (``--batch-size``), with a scratch store of its own."""
         run_setup(setup)
         self.host, self.pid, self.in_ray = socket.gethostname(), os.getpid(), in_ray
         self.root = Path(scratch_root or tempfile.gettempdir()) / "foleyloop-batch"
         self.root.mkdir(parents=True, exist_ok=True)
-        self._clean_dead()
+        if slot == 0:
+            self._clean_dead()
         self.dir = self.root / f"{self.host}-{self.pid}"
-        self.dir.mkdir(exist_ok=True)
+        if slot:
+            self.dir = self.dir / f"slot{slot}"
+        self.dir.mkdir(parents=True, exist_ok=True)
         self.handoff = self.dir / "handoff" if handoff == "local" else Path(handoff) if handoff else None
         if self.handoff is not None:
             self.handoff.mkdir(parents=True, exist_ok=True)
@@ -473,38 +479,110 @@ class WorkersLost(RuntimeError):
 
 # ---- engines ------------------------------------------------------------------------------------------------------
 class LocalEngine:
-    """One worker in this process, one clip at a time; artifacts handed over as files in its scratch folder."""
+    """Workers in this process; artifacts handed over as files in their scratch folders. ``batch_size`` 1: one
+    clip at a time. N > 1: N clips at once in threads, and a renderer with ``render_batch`` (ThinkSound) renders
+    their requests together (``agent.batching``): clips of one duration bucket share each forward."""
 
     name = "local"
 
     def __init__(self, scratch_root: str | Path | None = None, setup: Iterable[str] = (),
-                 on_event: runs.OnEvent = None):
+                 on_event: runs.OnEvent = None, batch_size: int = 1):
+        if batch_size < 1:
+            raise UserError(f"--batch-size must be >= 1, got {batch_size}")
         self.scratch_root, self.setup, self.on_event = scratch_root, list(setup), on_event
+        self.batch_size = int(batch_size)
         self.worker: Optional[ClipWorker] = None
         self.queue: deque = deque()
+        self.idle: list[ClipWorker] = []
+        self.workers: list[ClipWorker] = []
+        self.results: "queue_mod.Queue[tuple[int, Any, ClipWorker]]" = queue_mod.Queue()
+        self.batchers: dict[tuple, Any] = {}  # renderer cache key → RenderBatcher
+        self._restore: list[tuple[RunConfig, Any]] = []
+        self._lock = threading.Lock()
 
     def start(self) -> dict:
         return {"gpus": None}
 
     def launch(self, needs_gpu: bool, n_clips: int) -> None:
         self.worker = ClipWorker(self.scratch_root, handoff="local", setup=self.setup)
+        self.workers = [self.worker]
+        if self.batch_size > 1:
+            self.workers += [ClipWorker(self.scratch_root, handoff="local", slot=k)
+                             for k in range(1, min(self.batch_size, max(1, n_clips)))]
+            self.idle = list(self.workers)
 
     def free(self) -> int:
+        if self.batch_size > 1:
+            return len(self.idle)
         return 0 if self.queue else 1
 
     def submit(self, key: int, task: dict, ship: bool = False) -> None:
-        self.queue.append((key, task))
+        if self.batch_size == 1:
+            self.queue.append((key, task))
+            return
+        worker = self.idle.pop()
+        threading.Thread(target=self._dub, args=(key, task, worker), name=f"batch-clip-{key}", daemon=True).start()
+
+    def _batcher(self, cfg_json: str):
+        """The batcher of this clip's renderer, installed in the backend registry on first use (None: the
+        renderer cannot render batches)."""
+        from agent.batching import BatchingRenderer, RenderBatcher
+
+        cfg = RunConfig.model_validate_json(cfg_json).resolved()
+        key = next(iter(backends.keys_for(cfg, ("renderer",))))
+        with self._lock:
+            if key not in self.batchers:
+                inner = backends.get("renderer", cfg)
+                if isinstance(inner, BatchingRenderer):
+                    inner = inner.inner
+                batcher = RenderBatcher(inner, self.batch_size) if callable(getattr(inner, "render_batch", None)) \
+                    else None
+                if batcher is not None:
+                    self._restore.append((cfg, backends.install("renderer", cfg, BatchingRenderer(inner, batcher))))
+                self.batchers[key] = batcher
+            return self.batchers[key]
+
+    def _dub(self, key: int, task: dict, worker: ClipWorker) -> None:
+        batcher = None
+        try:
+            batcher = self._batcher(task["config"])
+            if batcher is not None:
+                batcher.enter()
+            result: Any = worker.dub(task, on_event=self.on_event)
+        except Exception as exc:
+            result = exc
+        finally:
+            if batcher is not None:
+                batcher.leave()
+        self.results.put((key, result, worker))
 
     def wait(self) -> list[tuple[int, Any]]:
+        if self.batch_size > 1:
+            got = [self.results.get()]
+            while True:
+                try:
+                    got.append(self.results.get_nowait())
+                except queue_mod.Empty:
+                    break
+            self.idle += [w for _, _, w in got]
+            return [(k, r) for k, r, _ in got]
         key, task = self.queue.popleft()
         try:
             return [(key, self.worker.dub(task, on_event=self.on_event))]
         except Exception as exc:
             return [(key, exc)]
 
+    def render_batches(self) -> list[int]:
+        """Sizes of every cross-clip render_batch call so far."""
+        return [n for b in self.batchers.values() if b is not None for n in b.batches]
+
     def close(self) -> None:
-        if self.worker is not None:
-            self.worker.close()
+        for cfg, before in self._restore:  # the registry gets its plain renderer back
+            if before is not None:
+                backends.install("renderer", cfg, before)
+        self._restore.clear()
+        for w in reversed(self.workers or ([self.worker] if self.worker else [])):
+            w.close()
 
 
 class RayEngine:

@@ -1,0 +1,120 @@
+"""The first dub: wall time of `foleyloop dub sample:bigbuckbunny --rounds 3` in fresh processes, and whether the
+run's recorded ``load`` timing is the real loading time.
+
+    .venv/bin/python bench/first_dub.py [--repeats 3] [--tree DIR]
+
+(a) ``--repeats`` fresh processes each run ``python -m agent.cli dub sample:bigbuckbunny --rounds 3 --out X.mp4
+    --db D.db`` (after one untimed warm-up run that fills the caches); prints each wall time and the run's timings.
+(b) Recorded vs real load: a separate fresh process imports what the CLI imports, then times constructing every
+    backend and calling its ``load()`` (the real loading time); interleaved with (a), so both see the same machine.
+(c) Hidden loading in round 0: the same process dubs the clip twice; the first dub's round-0 ``watch`` and
+    ``render`` minus the second's is what round 0 still loads lazily (≈ 0 when loads are explicit).
+``--tree`` runs another checkout (e.g. a worktree of an older commit) for a before/after comparison.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+_LOAD = r"""
+import json, sys, time
+t0 = time.perf_counter()
+import agent.cli.app, agent.cli.dub  # noqa: F401,E401  what `python -m agent.cli dub` imports first
+from agent import backends, runs
+from agent.cli.common import build_config
+cfg = build_config(rounds=3)
+t1 = time.perf_counter()
+for role in runs.ROLES:
+    b = backends.get(role, cfg)
+    if callable(getattr(b, "load", None)):
+        b.load()
+t2 = time.perf_counter()
+print(json.dumps({"imports_s": t1 - t0, "load_s": t2 - t1}))
+"""
+
+_TWICE = r"""
+import json, sys, tempfile
+from pathlib import Path
+from agent import runs
+from agent.cli.common import build_config
+from store.db import Store
+from store.samples import sample_path
+tmp = Path(tempfile.mkdtemp())
+st = Store(tmp / "D.db")
+out = []
+for i in range(2):
+    run_id, _ = runs.dub(st, sample_path("bigbuckbunny"), build_config(rounds=3), out=tmp / f"x{i}.mp4")
+    out.append(st.get_run(run_id).timings())
+print(json.dumps(out))
+"""
+
+
+def _env(tree: Path) -> dict:
+    return os.environ | {"PYTHONPATH": str(tree)}
+
+
+def dub_once(tree: Path, tmp: Path, i: int) -> tuple[float, dict]:
+    db, out = tmp / "D.db", tmp / f"x{i}.mp4"
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "agent.cli", "dub", "sample:bigbuckbunny", "--rounds", "3", "--out",
+                    str(out), "--db", str(db)], cwd=tree, env=_env(tree), check=True, capture_output=True)
+    wall = time.perf_counter() - t0
+    con = sqlite3.connect(db)
+    (timings,) = con.execute("select timings_json from run order by created_at desc limit 1").fetchone()
+    con.close()
+    return wall, json.loads(timings)
+
+
+def real_load(tree: Path) -> dict:
+    p = subprocess.run([sys.executable, "-c", _LOAD], cwd=tree, env=_env(tree), check=True, capture_output=True,
+                       text=True)
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--tree", type=Path, default=ROOT)
+    args = ap.parse_args()
+    tree = args.tree.resolve()
+    tmp = Path(tempfile.mkdtemp(prefix="foleyloop-first-dub-"))
+    print(f"tree {tree}; {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.2f}")
+    dub_once(tree, tmp, 99)  # warm-up: caches filled, pages in memory
+    walls, recorded, real = [], [], []
+    for i in range(args.repeats):
+        wall, t = dub_once(tree, tmp, i)
+        r = real_load(tree)
+        walls.append(wall)
+        recorded.append(t.get("load", 0.0))
+        real.append(r["load_s"])
+        print(f"  dub {i}: wall {wall:.2f} s; recorded load {t.get('load', 0):.2f} s, graph {t.get('wall', 0):.2f} s "
+              f"(watch {t.get('node:watch', 0):.2f}, render {t.get('node:render', 0):.2f}, critique "
+              f"{t.get('node:critique', 0):.2f}); separate process: imports {r['imports_s']:.2f} s, "
+              f"load {r['load_s']:.2f} s")
+    print(f"(a) wall median {statistics.median(walls):.2f} s (min {min(walls):.2f}, max {max(walls):.2f})")
+    ratio = statistics.median(recorded) / statistics.median(real)
+    print(f"(b) recorded load median {statistics.median(recorded):.2f} s vs real {statistics.median(real):.2f} s: "
+          f"{ratio:.2f}×")
+    p = subprocess.run([sys.executable, "-c", _TWICE], cwd=tree, env=_env(tree), check=True, capture_output=True,
+                       text=True)
+    cold, warm = json.loads(p.stdout.strip().splitlines()[-1])
+    hidden = sum(cold.get(k, 0) - warm.get(k, 0) for k in ("node:watch", "node:render", "node:critique"))
+    print(f"(c) same process, dub 1 vs dub 2: load {cold.get('load', 0):.2f} vs {warm.get('load', 0):.2f} s; "
+          f"watch+render+critique {sum(cold.get(k, 0) for k in ('node:watch', 'node:render', 'node:critique')):.2f}"
+          f" vs {sum(warm.get(k, 0) for k in ('node:watch', 'node:render', 'node:critique')):.2f} s "
+          f"(hidden loading in the first dub's nodes ≈ {hidden:.2f} s)")
+
+
+if __name__ == "__main__":
+    main()
