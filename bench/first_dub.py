@@ -6,7 +6,8 @@ run's recorded ``load`` timing is the real loading time.
 (a) ``--repeats`` fresh processes each run ``python -m agent.cli dub sample:bigbuckbunny --rounds 3 --out X.mp4
     --db D.db`` (after one untimed warm-up run that fills the caches); prints each wall time and the run's timings.
 (b) Recorded vs real load: a separate fresh process imports what the CLI imports, then times constructing every
-    backend and calling its ``load()`` (the real loading time); interleaved with (a), so both see the same machine.
+    backend and calling its ``load()`` (interleaved with (a), so both see the same machine); and, in the dub's own
+    process, the time measured around the run service's load calls vs the ``load`` the run records.
 (c) Hidden loading in round 0: the same process dubs the clip twice; the first dub's round-0 ``watch`` and
     ``render`` minus the second's is what round 0 still loads lazily (≈ 0 when loads are explicit).
 ``--tree`` runs another checkout (e.g. a worktree of an older commit) for a before/after comparison.
@@ -41,6 +42,29 @@ for role in runs.ROLES:
         b.load()
 t2 = time.perf_counter()
 print(json.dumps({"imports_s": t1 - t0, "load_s": t2 - t1}))
+"""
+
+_AROUND = r"""
+import json, sys, time
+from agent import backends
+from agent.cli import main
+spent = []
+real_load = backends.load
+
+
+def timed(*a, **k):
+    t0 = time.perf_counter()
+    try:
+        return real_load(*a, **k)
+    finally:
+        spent.append(time.perf_counter() - t0)
+
+
+backends.load = timed
+code = main(["dub", "sample:bigbuckbunny", "--rounds", "3", "--out", sys.argv[1], "--db", sys.argv[2]])
+import sqlite3
+(t,) = sqlite3.connect(sys.argv[2]).execute("select timings_json from run order by created_at desc limit 1").fetchone()
+print(json.dumps({"code": code, "around_load_calls_s": sum(spent), "recorded_load_s": json.loads(t)["load"]}))
 """
 
 _TWICE = r"""
@@ -106,6 +130,18 @@ def main() -> None:
     ratio = statistics.median(recorded) / statistics.median(real)
     print(f"(b) recorded load median {statistics.median(recorded):.2f} s vs real {statistics.median(real):.2f} s: "
           f"{ratio:.2f}×")
+    rows = []
+    for i in range(args.repeats):
+        p = subprocess.run([sys.executable, "-c", _AROUND, str(tmp / f"a{i}.mp4"), str(tmp / "A.db")], cwd=tree,
+                           env=_env(tree), capture_output=True, text=True)
+        if p.returncode == 0:
+            rows.append(json.loads(p.stdout.strip().splitlines()[-1]))
+    if rows:
+        for r in rows:
+            print(f"  in the dub's process: time around the load calls {r['around_load_calls_s']:.3f} s, recorded "
+                  f"load {r['recorded_load_s']:.3f} s ({r['recorded_load_s'] / r['around_load_calls_s']:.3f}×)")
+    else:
+        print("  (this tree has no agent.backends.load: loads happen lazily inside the nodes)")
     p = subprocess.run([sys.executable, "-c", _TWICE], cwd=tree, env=_env(tree), check=True, capture_output=True,
                        text=True)
     cold, warm = json.loads(p.stdout.strip().splitlines()[-1])

@@ -126,3 +126,30 @@ def test_a_worker_frees_what_a_new_config_no_longer_uses(store, slow, tmp_path):
     assert [store.get_run(i).status for i in ids] == ["done"] * 3
     assert CALLS == {"load": 1, "renderer": 2}  # the watcher never changed; the renderer came back and reloaded
     assert json.loads(store.get_run(ids[1]).config_json)["renderer"] == "fake"
+
+
+def test_fixed_text_embeddings_are_computed_once_per_model_and_texts(tmp_path):
+    """The offline renderer's preset embeddings: one MiniLM forward the first time, a file read afterwards."""
+    import numpy as np
+
+    from generator.offline.bank import cached_embeddings
+
+    class Counting:
+        model_id = "counting-v1"
+
+        def __init__(self):
+            self.calls = 0
+
+        def encode(self, texts):
+            self.calls += 1
+            return np.arange(len(texts) * 3, dtype=np.float32).reshape(len(texts), 3) / (1 + self.calls)
+
+    emb = Counting()
+    first = cached_embeddings(emb, ["rain", "wind"], tmp_path, "presets")
+    again = cached_embeddings(emb, ["rain", "wind"], tmp_path, "presets")
+    assert emb.calls == 1 and np.array_equal(first, again) and again.dtype == np.float32
+    cached_embeddings(emb, ["rain", "thunder"], tmp_path, "presets")  # other texts: another entry
+    other = Counting()
+    other.model_id = "counting-v2"
+    cached_embeddings(other, ["rain", "wind"], tmp_path, "presets")  # another model: another entry
+    assert emb.calls == 2 and other.calls == 1
