@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import sqlite3
 import statistics
 import subprocess
@@ -27,6 +28,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+CPU: dict[Path, list[float]] = {}  # CPU seconds (user + system) of each dub process, per tree
 
 _LOAD = r"""
 import json, sys, time
@@ -90,10 +92,13 @@ def _env(tree: Path) -> dict:
 
 def dub_once(tree: Path, tmp: Path, i: int) -> tuple[float, dict]:
     db, out = tmp / "D.db", tmp / f"x{i}.mp4"
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-m", "agent.cli", "dub", "sample:bigbuckbunny", "--rounds", "3", "--out",
                     str(out), "--db", str(db)], cwd=tree, env=_env(tree), check=True, capture_output=True)
     wall = time.perf_counter() - t0
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    CPU[tree] = CPU.get(tree, []) + [(r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)]
     con = sqlite3.connect(db)
     (timings,) = con.execute("select timings_json from run order by created_at desc limit 1").fetchone()
     con.close()
@@ -106,12 +111,34 @@ def real_load(tree: Path) -> dict:
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
+def against(a: Path, b: Path, repeats: int) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="foleyloop-first-dub-"))
+    print(f"alternating {a} and {b}; {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.2f}")
+    walls: dict[Path, list[float]] = {a: [], b: []}
+    for tree in (a, b):
+        (tmp / tree.name).mkdir()
+        dub_once(tree, tmp / tree.name, 99)  # warm-up
+        CPU[tree] = []
+    for i in range(repeats):
+        for tree in (a, b):
+            wall, t = dub_once(tree, tmp / tree.name, i)
+            walls[tree].append(wall)
+            print(f"  {tree.name}: wall {wall:.2f} s, CPU {CPU[tree][-1]:.2f} s, recorded load {t.get('load', 0):.2f} s")
+    for tree in (a, b):
+        print(f"{tree}: wall median {statistics.median(walls[tree]):.2f} s (min {min(walls[tree]):.2f}), "
+              f"CPU median {statistics.median(CPU[tree]):.2f} s")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--tree", type=Path, default=ROOT)
+    ap.add_argument("--against", type=Path, default=None,
+                    help="another checkout: its dubs alternate with --tree's (same machine load), walls and CPU only")
     args = ap.parse_args()
     tree = args.tree.resolve()
+    if args.against is not None:
+        return against(tree, args.against.resolve(), args.repeats)
     tmp = Path(tempfile.mkdtemp(prefix="foleyloop-first-dub-"))
     print(f"tree {tree}; {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.2f}")
     dub_once(tree, tmp, 99)  # warm-up: caches filled, pages in memory
