@@ -86,6 +86,7 @@ def _module(role: str, name: str):
 
 
 def _key(role: str, name: str, cfg: RunConfig) -> tuple:
+    cfg = cfg.resolved()  # "auto" and what it resolves to are one backend
     return (role, name, repr(sorted(cfg.opts(role).items())), cfg.device, cfg.dtype)
 
 
@@ -107,7 +108,9 @@ _bank_lookup = None
 
 
 def options_for(role: str, cfg: RunConfig, name: str | None = None) -> BackendOptions:
-    """The slice of the run config that the ``role`` backend may see, plus the lookups it may need."""
+    """The slice of the run config that the ``role`` backend may see, plus the lookups it may need. A backend
+    never sees "auto": device and dtype are resolved for this machine (``RunConfig.resolved``)."""
+    cfg = cfg.resolved()
     return BackendOptions(role=role, name=name or chosen(role, cfg), params=cfg.opts(role), device=cfg.device,
                           dtype=cfg.dtype, seed=cfg.seed, thresholds=dict(cfg.thresholds),
                           peer=lambda r, n: get(r, cfg, name=n), references=_references)

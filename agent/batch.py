@@ -521,7 +521,15 @@ class LocalEngine:
             self.queue.append((key, task))
             return
         worker = self.idle.pop()
-        threading.Thread(target=self._dub, args=(key, task, worker), name=f"batch-clip-{key}", daemon=True).start()
+        try:
+            batcher = self._batcher(task["config"])
+        except Exception as exc:  # e.g. the renderer cannot be built: the clip's own dub reports it
+            log.debug("no batcher for clip %s: %s", key, exc)
+            batcher = None
+        if batcher is not None:
+            batcher.enter()  # counted before its thread runs, so no batch starts without it
+        threading.Thread(target=self._dub, args=(key, task, worker, batcher), name=f"batch-clip-{key}",
+                         daemon=True).start()
 
     def _batcher(self, cfg_json: str):
         """The batcher of this clip's renderer, installed in the backend registry on first use (None: the
@@ -542,12 +550,8 @@ class LocalEngine:
                 self.batchers[key] = batcher
             return self.batchers[key]
 
-    def _dub(self, key: int, task: dict, worker: ClipWorker) -> None:
-        batcher = None
+    def _dub(self, key: int, task: dict, worker: ClipWorker, batcher) -> None:
         try:
-            batcher = self._batcher(task["config"])
-            if batcher is not None:
-                batcher.enter()
             result: Any = worker.dub(task, on_event=self.on_event)
         except Exception as exc:
             result = exc

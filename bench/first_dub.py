@@ -10,7 +10,8 @@ run's recorded ``load`` timing is the real loading time.
     process, the time measured around the run service's load calls vs the ``load`` the run records.
 (c) Hidden loading in round 0: the same process dubs the clip twice; the first dub's round-0 ``watch`` and
     ``render`` minus the second's is what round 0 still loads lazily (≈ 0 when loads are explicit).
-``--tree`` runs another checkout (e.g. a worktree of an older commit) for a before/after comparison.
+``--tree`` runs another checkout (e.g. an export of an older commit); ``--against OLD`` alternates dubs of both
+(wall and CPU seconds); ``--parts [--against OLD]`` prints each role's construction and ``load()`` time.
 """
 
 from __future__ import annotations
@@ -44,6 +45,24 @@ for role in runs.ROLES:
         b.load()
 t2 = time.perf_counter()
 print(json.dumps({"imports_s": t1 - t0, "load_s": t2 - t1}))
+"""
+
+_PARTS = r"""
+import json, time
+t0 = time.perf_counter()
+import agent.cli.app, agent.cli.dub  # noqa: F401,E401
+from agent import backends, runs
+from agent.cli.common import build_config
+cfg = build_config(rounds=3)
+out = {"imports_s": time.perf_counter() - t0}
+for role in runs.ROLES:
+    a = time.perf_counter()
+    b = backends.get(role, cfg)
+    m = time.perf_counter()
+    if callable(getattr(b, "load", None)):
+        b.load()
+    out[role] = [m - a, time.perf_counter() - m]
+print(json.dumps(out))
 """
 
 _AROUND = r"""
@@ -111,6 +130,18 @@ def real_load(tree: Path) -> dict:
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
+def parts(trees: list[Path], repeats: int) -> None:
+    """Per role: constructing the backend (its module imported) and its load(), fresh processes, trees alternating."""
+    print(f"{os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.2f}")
+    for i in range(repeats):
+        for tree in trees:
+            p = subprocess.run([sys.executable, "-c", _PARTS], cwd=tree, env=_env(tree), check=True,
+                               capture_output=True, text=True)
+            r = json.loads(p.stdout.strip().splitlines()[-1])
+            roles = ", ".join(f"{k} make {v[0]:.2f} + load {v[1]:.2f}" for k, v in r.items() if k != "imports_s")
+            print(f"  {tree.name}: imports {r['imports_s']:.2f} s; {roles}")
+
+
 def against(a: Path, b: Path, repeats: int) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="foleyloop-first-dub-"))
     print(f"alternating {a} and {b}; {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.2f}")
@@ -135,8 +166,11 @@ def main() -> None:
     ap.add_argument("--tree", type=Path, default=ROOT)
     ap.add_argument("--against", type=Path, default=None,
                     help="another checkout: its dubs alternate with --tree's (same machine load), walls and CPU only")
+    ap.add_argument("--parts", action="store_true", help="per-role construction and load() times only")
     args = ap.parse_args()
     tree = args.tree.resolve()
+    if args.parts:
+        return parts([tree] + ([args.against.resolve()] if args.against else []), args.repeats)
     if args.against is not None:
         return against(tree, args.against.resolve(), args.repeats)
     tmp = Path(tempfile.mkdtemp(prefix="foleyloop-first-dub-"))

@@ -134,10 +134,10 @@ class _Recorder:
 
 
 def _threads(batcher: RenderBatcher, plans: list[str], delays: list[float]) -> dict:
+    """Clip threads as the local engine runs them: each counted (``enter``) before its thread starts."""
     out: dict = {}
 
     def clip(plan, delay):
-        batcher.enter()
         try:
             time.sleep(delay)
             out[plan] = batcher.submit((plan, None, None, 0, "x.wav"))
@@ -147,6 +147,8 @@ def _threads(batcher: RenderBatcher, plans: list[str], delays: list[float]) -> d
             batcher.leave()
 
     ts = [threading.Thread(target=clip, args=a) for a in zip(plans, delays)]
+    for _ in ts:
+        batcher.enter()
     for t in ts:
         t.start()
     for t in ts:
