@@ -163,12 +163,6 @@ def keys_for(cfg: RunConfig, roles: tuple[str, ...] = ("watcher", "renderer", "c
     return {_key(role, chosen(role, cfg), cfg) for role in roles}
 
 
-def warm_keys() -> set[tuple]:
-    """The backends whose ``load()`` has run in this process (for a worker deciding what to keep)."""
-    with _lock:
-        return set(_loaded)
-
-
 def forget(keys: set[tuple] | None = None) -> None:
     """Drop cached instances (all, or those ``keys``) so their models can be freed; they rebuild on next use."""
     with _lock:

@@ -17,7 +17,7 @@ from typing import Any, Iterable, Mapping, NamedTuple, Union
 import torch
 import torch.nn as nn
 
-from models.precision import CPU_BF16_FLAGS, CPUINFO, cpu_flags  # noqa: F401 (re-exported)
+from models.precision import CPUINFO
 from models.precision import check as check_precision
 
 from .mmdit import FULL_CONFIG, MMDiT, MMDiTConfig, build_mmdit
