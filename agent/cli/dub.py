@@ -30,7 +30,7 @@ def dub(ctx: typer.Context,
         watcher: Watcher = "offline", watcher_model: WatcherModel = None, endpoint: Endpoint = None,
         renderer: Renderer = "offline", weights: Weights = None, critic: Critic = None, refiner: Refiner = None,
         max_duration: MaxDuration = 600.0, keep_original: KeepOriginal = "drop", device: Device = "auto",
-        dtype: Dtype = "fp32", steps: Steps = None, cfg_scale: CfgScale = None, metaclip: MetaClip = None,
+        dtype: Dtype = "auto", steps: Steps = None, cfg_scale: CfgScale = None, metaclip: MetaClip = None,
         t5: T5 = None, synchformer: Synchformer = None, db: Db = None, debug: Debug = False):
     """Dub one video end to end (default output ./NAME.foley.mp4, never over an existing file)."""
     from agent import outputs, runs
