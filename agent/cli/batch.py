@@ -62,7 +62,7 @@ def batch(ctx: typer.Context, source: Source, out_dir: OutDir = None, resume: Re
           force: Force = False, engine: Engine = "local", address: Address = None, workers: Workers = None,
           artifacts_dir: ArtifactsDir = None, worker_setup: WorkerSetup = None, rounds: Rounds = 3, seed: Seed = 0,
           watcher: Watcher = "offline", watcher_model: WatcherModel = None, endpoint: Endpoint = None,
-          renderer: Renderer = "offline", weights: Weights = None, critic: Critic = "offline",
+          renderer: Renderer = "offline", weights: Weights = None, critic: Critic = None,
           refiner: Refiner = None, max_duration: MaxDuration = 600.0, keep_original: KeepOriginal = "drop",
           device: Device = "auto", dtype: Dtype = "auto", steps: Steps = None, cfg_scale: CfgScale = None,
           metaclip: MetaClip = None, t5: T5 = None, synchformer: Synchformer = None, batch_size: BatchSize = 1,
