@@ -264,11 +264,17 @@ def merge(plan: "Plan", k: int, refined: "Plan", seed: int | None = None) -> "Pl
         eid = e.id
         while eid in taken:  # a refiner's new id that another segment already uses
             eid = (eid + "s")[-64:] if len(eid) < 64 else eid[:-1] + "s"
-        taken.add(eid)
         old, was = before.get(e.id), original.get(e.id)
-        # Times the refiner left alone keep the video's own values (a bed carried through a boundary was stretched).
-        start = was.start_s if old is not None and e.start_s == old.start_s else min(plan.duration_s, e.start_s + a)
-        end = was.end_s if old is not None and e.end_s == old.end_s else e.end_s + a
+        # Times the refiner left alone keep the video's own values (a bed carried through a boundary was stretched);
+        # a segment's refiner edits its own span only: what it adds in a roll or crossfade is its neighbour's.
+        if old is not None and e.start_s == old.start_s:
+            start = was.start_s
+        elif old is None and not seg.start_s <= e.start_s + a < seg.end_s:
+            continue
+        else:
+            start = min(max(e.start_s + a, seg.start_s), seg.end_s - 1e-3)
+        taken.add(eid)
+        end = was.end_s if old is not None and e.end_s == old.end_s else start + (e.end_s - e.start_s)
         new_events.append(e.model_copy(update={"id": eid, "start_s": round(start, 4),
                                                "end_s": round(max(start, end), 4)}))
     update: dict[str, Any] = {}

@@ -218,3 +218,81 @@ def test_a_refined_round_renders_only_the_weak_segments(tmp_path):
     assert audio.shape[1] == round(100.0 * SR)
     assert Critique.from_json(crit2.to_json()).segments[1] == SegmentScore.model_validate(
         crit2.segments[1].model_dump())
+
+
+# ---- a 2-minute multi-scene clip, end to end on the offline default -------------------------------------------------
+@pytest.fixture(scope="module")
+def multiscene(tmp_path_factory):
+    from agent import backends, runs
+    from agent.config import RunConfig
+    from store.db import Store
+    from tests.segment_clips import make_multiscene_clip
+
+    tmp = tmp_path_factory.mktemp("multiscene")
+    clip = make_multiscene_clip(tmp / "multi.mp4")
+    store = Store(tmp / "home" / "fl.db")
+    # temporal is the only bar: the glide shots (motion without contact) score under it, the bounce shots over it
+    cfg = RunConfig(rounds=2, device="cpu",
+                    thresholds={"semantic": 0.0, "temporal": 0.6, "aesthetic": 0.0, "spatial": 0.0})
+    runs.dub(store, clip, cfg, out=tmp / "out.mp4")
+    yield store, store.list_runs()[0]
+    backends.clear_cache()
+
+
+def test_multiscene_clip_is_planned_per_segment_at_its_shot_cuts(multiscene):
+    from tests.segment_clips import shot_cuts
+
+    store, run = multiscene
+    r0 = store.rounds(run.id)[0]
+    plan = Plan.from_stored(r0.plan_json)
+    assert plan.segments and len(plan.segments) >= 4
+    for s in plan.segments:
+        assert s.render_s <= S.DEFAULT_MAX_S + 1e-6
+        if s.cut:
+            assert min(abs(s.start_s - c) for c in shot_cuts()) < 0.25, s
+    assert sum(s.cut for s in plan.segments) >= 3  # the colour changes at 54, 74 and 100 s
+    crit = Critique.from_json(r0.critique_json)
+    assert [p.index for p in crit.segments] == [s.index for s in plan.segments]
+
+
+def test_multiscene_joins_are_seamless_in_every_round(multiscene):
+    store, run = multiscene
+    for r in store.rounds(run.id):
+        plan = Plan.from_stored(r.plan_json)
+        audio, sr = read_audio(store.artifact_path(r.audio_artifact_id))
+        assert audio.shape[1] == pytest.approx(plan.duration_s * sr, abs=2)
+        for j in join_report(audio, sr, plan.segments):
+            assert j["join_step"] <= j["inside_step"], (r.index, j)
+            assert j["level_jump_db"] <= 1.0, (r.index, j)
+
+
+def test_multiscene_refined_round_rerenders_only_the_weak_segments(multiscene):
+    store, run = multiscene
+    rounds = store.rounds(run.id)
+    assert len(rounds) == 2
+    weak = S.weak_segments(Critique.from_json(rounds[0].critique_json),
+                           {"semantic": 0.0, "temporal": 0.6, "aesthetic": 0.0, "spatial": 0.0})
+    n = len(Plan.from_stored(rounds[0].plan_json).segments)
+    assert weak and len(weak) < n
+    meta = json.loads(rounds[1].timings_json)["render_meta"]["segments"]
+    assert meta["rendered"] and set(meta["rendered"]) <= set(weak)
+    assert sorted(meta["rendered"] + meta["reused"]) == list(range(n))
+    p0, p1 = (Plan.from_stored(r.plan_json) for r in rounds)
+    for k in range(n):  # exactly the segments whose own plan changed were rendered again
+        changed = cs.sub_plan(p0, k).model_dump(exclude={"plan_id", "provenance"}) != \
+            cs.sub_plan(p1, k).model_dump(exclude={"plan_id", "provenance"}) or p0.segments[k] != p1.segments[k]
+        assert changed == (k in meta["rendered"]), k
+
+
+def test_show_and_plan_print_the_segments(multiscene, capsys):
+    from agent.cli import main
+
+    store, run = multiscene
+    assert main(["--db", str(store.db_path), "show", run.id]) == 0
+    out = capsys.readouterr().out
+    n = len(Plan.from_stored(store.rounds(run.id)[0].plan_json).segments)
+    assert f"segments: {n}" in out and "round 0.1" in out
+    assert main(["--db", str(store.db_path), "plan", run.id, "--segment", "1"]) == 0
+    sub = Plan.from_json(capsys.readouterr().out)
+    assert sub.provenance.model_extra["segment"] == 1 and sub.duration_s <= S.DEFAULT_MAX_S
+    assert main(["--db", str(store.db_path), "plan", run.id, "--segment", str(n)]) == 2
