@@ -105,6 +105,21 @@ def _caption(sub: Plan) -> str:
     return ", ".join(sorted(weight, key=lambda k: -weight[k])[:3])[:200]
 
 
+def _temporal(sub: Plan, max_times: int = 6) -> str:
+    """The segment's own timing in its own seconds (the plan's temporal section speaks of the whole video): the
+    beds, then each sound's first few start times."""
+    beds = sorted({e.label for e in sub.events if str(getattr(e.kind, "value", e.kind)) in seg.BED_KINDS})
+    times: dict[str, list[float]] = {}
+    for e in sorted(sub.events, key=lambda e: e.start_s):
+        if str(getattr(e.kind, "value", e.kind)) not in seg.BED_KINDS:
+            times.setdefault(e.label, []).append(e.start_s)
+    parts = [f"{', '.join(beds)} throughout"] if beds else []
+    for label, ts in times.items():
+        shown = ", ".join(f"{t:.1f}" for t in ts[:max_times]) + (" …" if len(ts) > max_times else "")
+        parts.append(f"{label} at {shown} s")
+    return "; ".join(parts)[:2000]
+
+
 def attach(plan: Plan, meta: dict, video: Path, info: VideoInfo, window_s: float) -> Plan:
     """The watcher's plan with its segments when the video needs more than one window (longer than ``window_s``
     or cut into shots of at least MIN_SEGMENT_S); otherwise the plan unchanged (no ``segments``)."""
@@ -120,7 +135,10 @@ def attach(plan: Plan, meta: dict, video: Path, info: VideoInfo, window_s: float
     if len(parts) < 2:
         return plan
     segmented = plan.model_copy(update={"segments": parts})
-    parts = [p.model_copy(update={"caption": _caption(seg.sub_plan(segmented, p.index))}) for p in parts]
+    subs = [seg.sub_plan(segmented, p.index) for p in parts]
+    parts = [p.model_copy(update={"caption": _caption(sp),
+                                  "sections": {"temporal": _temporal(sp)} if sp.events else {}})
+             for p, sp in zip(parts, subs)]
     return Plan.model_validate(plan.model_dump() | {"segments": [p.model_dump() for p in parts]},
                                context={"stored": True})
 

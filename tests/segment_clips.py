@@ -29,7 +29,8 @@ def _frame(t: float, bg, motion: str, w: int, h: int) -> np.ndarray:
     else:  # a drop every 3 s, alternating sides: an impact at 1.5 s into each period
         k, u = divmod(t, 3.0)
         floor = h - s
-        y = int(floor * min(1.0, (u / 1.5) ** 2)) if u < 1.5 else int(floor * (1 - 0.5 * np.sin(np.pi * min(1.0, (u - 1.5) / 1.0))))
+        rebound = 1 - 0.5 * np.sin(np.pi * min(1.0, u - 1.5))
+        y = int(floor * min(1.0, (u / 1.5) ** 2)) if u < 1.5 else int(floor * rebound)
         x = w // 4 if int(k) % 2 == 0 else 3 * w // 4 - s
         img[y:y + s, x:x + s] = (250, 250, 250)
     return img

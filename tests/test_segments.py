@@ -296,3 +296,30 @@ def test_show_and_plan_print_the_segments(multiscene, capsys):
     sub = Plan.from_json(capsys.readouterr().out)
     assert sub.provenance.model_extra["segment"] == 1 and sub.duration_s <= S.DEFAULT_MAX_S
     assert main(["--db", str(store.db_path), "plan", run.id, "--segment", str(n)]) == 2
+
+
+def test_segment_length_flag_is_checked_before_any_work(tmp_path, capsys):
+    from agent.cli import main
+    from agent.cli.dub import segment_options
+
+    assert segment_options(0) == {"enabled": False} and segment_options(9) == {"max_s": 9.0}
+    for bad in ("2.5", "nan", "-1", "5000"):
+        assert main(["--db", str(tmp_path / "fl.db"), "dub", str(tmp_path / "none.mp4"), "--segment-s", bad]) == 2
+        assert "--segment-s" in capsys.readouterr().err
+    assert not (tmp_path / "fl.db").exists()
+
+
+def test_each_segment_gets_its_own_caption_and_timing(tmp_path):
+    parts_meta = {"cuts": [40.0], "shots": [{"rules": [["street", 0.9]]}, {"rules": [["forest", 0.8]]}]}
+    events = [Event(id="bed", label="traffic", kind="ambience", start_s=0.0, end_s=40.0),
+              Event(id="b2", label="birdsong", kind="ambience", start_s=40.0, end_s=80.0),
+              Event(id="h1", label="door slam", start_s=10.0, end_s=10.3),
+              Event(id="h2", label="twig snap", start_s=50.0, end_s=50.2)]
+    plan = S.attach(_plan(80.0, events), parts_meta, tmp_path / "unused.mp4", _info(80.0), 45.0)
+    assert [s.start_s for s in plan.segments] == [0.0, 40.0] and plan.segments[1].scene == 1
+    first, second = plan.segments
+    assert first.caption.startswith("traffic") and "door slam" in first.caption
+    assert second.caption.startswith("birdsong") and "traffic" not in second.caption
+    assert second.sections["temporal"] == \
+        f"birdsong throughout; twig snap at {50.0 - second.render_start_s:.1f} s"
+    assert cs.sub_plan(plan, 1).temporal == second.sections["temporal"]
