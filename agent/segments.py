@@ -180,7 +180,7 @@ def proxies(video: Path, info: VideoInfo, segments: Sequence[seg.Segment], cache
         finally:
             for enc in open_.values():
                 enc.abort()
-        for k, s in todo.items():  # a window past the last decodable frame: one still frame of the nearest
+        for k, s in todo.items():  # a window past the last decodable frame: black frames of its length
             if not paths[k].exists():
                 _still(paths[k], fps, s.render_s, (16, 16))
     return [Proxy(p, media.probe(p)) for p in paths]
