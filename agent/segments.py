@@ -299,7 +299,7 @@ def render(renderer: Any, plan: Plan, seed: int, out_path: Path, sr: SegmentRun)
             _to_wav(res.audio_path, path)
         rendered.append(s.index)
     rate, g = join([sr.audio_path(k) for _, _, k in keys], plan.segments or [], out_path)
-    meta = {"segments": {"count": len(keys), "rendered": rendered, "reused": reused, "keys": [k for _, _, k in keys],
+    meta = {"segments": {"count": len(keys), "rendered": rendered, "reused": reused,
                          "gains_db": [[round(a, 2), round(b, 2)] for a, b in g]}}
     return RenderResult(Path(out_path), rate, plan.duration_s, meta)
 
