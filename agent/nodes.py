@@ -259,6 +259,7 @@ def finalize(state: RunState, runtime: Runtime[RunContext]) -> dict:
                 media.copy_file(audio_path, tmp)
             _publish(ctx.store, state, tmp, out_path)
         record["output_path"] = str(out_path.resolve())
+    _prune_segments(ctx, state, best)
     branches = ctx.store.get_run(run_id).branches()
     branches[str(branch)] = record
     top = best_branch(branches) or record
@@ -270,6 +271,24 @@ def finalize(state: RunState, runtime: Runtime[RunContext]) -> dict:
     ctx.devices.release_all()
     ctx.store.update_run(run_id, **fields)
     return {"output_path": record.get("output_path")}
+
+
+def _prune_segments(ctx: RunContext, state: RunState, best: Round) -> None:
+    """A segmented branch keeps the cached segment audio of its best round only (see ``agent.segments.prune``)."""
+    kept = _plan(best)
+    if not kept.segments:
+        return
+    done = [(_plan(r), r.seed) for r in ctx.store.rounds(state["run_id"], branch=state["branch"])
+            if r.id != best.id and r.plan_json and r.status != "failed"]
+    try:
+        segmenting.prune(backends.get("renderer", ctx.cfg), done, (kept, best.seed),
+                         segmenting.SegmentRun(ctx.store.home / "cache" / "segments", None, _video_key(state)))
+    except OSError as exc:  # a cache that cannot be tidied is not a failed run
+        log.warning("could not prune the segment cache: %s", exc)
+
+
+def _video_key(state: RunState) -> str:
+    return segmenting.video_key(Path(state["video_path"])) if state.get("video_path") else ""
 
 
 def best_branch(branches: dict) -> dict | None:

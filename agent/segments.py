@@ -150,7 +150,7 @@ class Proxy:
     info: VideoInfo
 
 
-def _video_key(video: Path) -> str:
+def video_key(video: Path) -> str:
     st = os.stat(video)
     return hashlib.sha256(f"{Path(video).resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
 
@@ -158,7 +158,7 @@ def _video_key(video: Path) -> str:
 def proxies(video: Path, info: VideoInfo, segments: Sequence[seg.Segment], cache_dir: Path) -> list[Proxy]:
     """One low-resolution clip per segment window, all written by one streaming decode (cached: a resumed run or a
     later round finds them). At most the overlapping neighbours' encoders are open at once."""
-    folder = Path(cache_dir) / _video_key(video)
+    folder = Path(cache_dir) / video_key(video)
     paths = [folder / f"{s.index:04d}_{s.render_start_s:.3f}_{s.render_end_s:.3f}.mp4" for s in segments]
     todo = {s.index: s for s, p in zip(segments, paths) if not p.exists()}
     if todo:
@@ -272,7 +272,7 @@ def prepare(plan: Plan, video: Path | None, info: VideoInfo | None, cache_root: 
     if video is None or info is None:
         return SegmentRun(cache_root / "segments", None, "")
     return SegmentRun(cache_root / "segments", proxies(Path(video), info, plan.segments or [], cache_root / "proxies"),
-                      _video_key(Path(video)))
+                      video_key(Path(video)))
 
 
 def _keys(renderer: Any, plan: Plan, seed: int, sr: SegmentRun) -> list[tuple[Plan, int, str]]:
@@ -302,6 +302,27 @@ def render(renderer: Any, plan: Plan, seed: int, out_path: Path, sr: SegmentRun)
     meta = {"segments": {"count": len(keys), "rendered": rendered, "reused": reused,
                          "gains_db": [[round(a, 2), round(b, 2)] for a, b in g]}}
     return RenderResult(Path(out_path), rate, plan.duration_s, meta)
+
+
+def prune(renderer: Any, done: Sequence[tuple[Plan, int]], keep: tuple[Plan, int], sr: SegmentRun) -> int:
+    """Drop the cached segment audio (and critiques) of finished rounds ``done`` that the kept round does not use:
+    a long video's rounds would otherwise hold its whole soundtrack once more per round. Returns files removed.
+    Only this run's own keys are touched; a later fork simply renders what it needs again."""
+    wanted = {k for _, _, k in _keys(renderer, keep[0], keep[1], sr)}
+    removed = 0
+    for plan, seed in done:
+        if not plan.segments:
+            continue
+        for _, _, key in _keys(renderer, plan, seed, sr):
+            if key in wanted:
+                continue
+            for path in [sr.audio_path(key), *sr.cache_dir.glob(f"{key}.*.critique.json")]:
+                try:
+                    path.unlink()
+                    removed += 1
+                except FileNotFoundError:
+                    pass
+    return removed
 
 
 def _to_wav(src: Path, dst: Path) -> None:

@@ -218,6 +218,13 @@ def test_a_refined_round_renders_only_the_weak_segments(tmp_path):
     assert audio.shape[1] == round(100.0 * SR)
     assert Critique.from_json(crit2.to_json()).segments[1] == SegmentScore.model_validate(
         crit2.segments[1].model_dump())
+    # when the run ends, the audio only the dropped round used leaves the cache; the kept round's stays
+    assert len(list(run.cache_dir.glob("*.wav"))) == 6
+    assert S.prune(renderer, [(plan, 0)], (refined.plan, 0), run) == 4  # 2 WAVs + their 2 critiques
+    assert len(list(run.cache_dir.glob("*.wav"))) == 4
+    renderer.calls.clear()
+    S.render(renderer, refined.plan, 0, tmp_path / "r2.wav", run)
+    assert renderer.calls == []
 
 
 # ---- a 2-minute multi-scene clip, end to end on the offline default -------------------------------------------------
@@ -282,6 +289,8 @@ def test_multiscene_refined_round_rerenders_only_the_weak_segments(multiscene):
         changed = cs.sub_plan(p0, k).model_dump(exclude={"plan_id", "provenance"}) != \
             cs.sub_plan(p1, k).model_dump(exclude={"plan_id", "provenance"}) or p0.segments[k] != p1.segments[k]
         assert changed == (k in meta["rendered"]), k
+    # the finished run keeps one cached render per segment: its best round's
+    assert len(list((store.home / "cache" / "segments").glob("*.wav"))) == n
 
 
 def test_show_and_plan_print_the_segments(multiscene, capsys):
