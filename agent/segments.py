@@ -195,7 +195,9 @@ class _Encoder:
         self.container = av.open(str(self.tmp), "w")
         self.stream = self.container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
         self.stream.width, self.stream.height, self.stream.pix_fmt = self.w, self.h, "yuv420p"
-        self.stream.options = {"preset": "ultrafast", "crf": "20"}
+        # Tiny frames are coded losslessly (compression noise there is as large as the motion the critic looks for);
+        # larger ones near-losslessly (crf 12), so that a long video's proxies stay a few MB a minute.
+        self.stream.options = {"preset": "ultrafast", "crf": "0" if self.w * self.h <= 128 * 128 else "12"}
 
     def add(self, img: np.ndarray) -> None:
         import av
