@@ -226,6 +226,11 @@ def refine(state: RunState, runtime: Runtime[RunContext]) -> dict:
                             prompt_version=getattr(exc, "prompt_version", ""),
                             model_id=getattr(exc, "model_id", getattr(refiner, "model_id", refiner.name)))
         return {"stop_reason": f"refiner_failed: {str(exc)[:200]}"}
+    if getattr(result, "stop", ""):  # nothing audible left to try: no round is rendered
+        return {"stop_reason": f"refiner_stopped: {result.stop[:200]}"}
+    same = _same_audio_as(ctx, state, result.plan, result.seed)
+    if same is not None:  # the renderer says this plan sounds exactly like a round already heard
+        return {"stop_reason": f"refiner_stopped: its plan renders the same audio as round {same}"}
     plan = result.plan.model_copy(update={"provenance": result.plan.provenance.model_copy(
         update={"author": "refiner", "round": next_index, "backend": refiner.name})})
     rnd = ctx.store.add_round(run_id=state["run_id"], index=next_index, branch=state["branch"], author="refiner",
@@ -234,6 +239,23 @@ def refine(state: RunState, runtime: Runtime[RunContext]) -> dict:
                               prompt_version=result.prompt_version, raw_output=result.raw_output,
                               changes_json=result.changes)
     return {"current_round_id": rnd.id, "round_index": next_index}
+
+
+def _same_audio_as(ctx: RunContext, state: RunState, plan, seed: int) -> int | None:
+    """Index of an earlier round of this branch whose audio ``plan`` would reproduce, when the renderer can tell
+    without rendering (an optional ``fingerprint(plan, seed)``); None otherwise."""
+    renderer = backends.get("renderer", ctx.cfg)
+    fingerprint = getattr(renderer, "fingerprint", None)
+    if fingerprint is None:
+        return None
+    try:
+        mine = fingerprint(plan, seed)
+        for rnd in ctx.store.rounds(state["run_id"], branch=state["branch"]):
+            if rnd.audio_artifact_id is not None and rnd.plan_json and fingerprint(_plan(rnd), rnd.seed) == mine:
+                return rnd.index
+    except Exception as exc:  # noqa: BLE001 - a failed shortcut only costs a render
+        log.warning("renderer fingerprint failed (%s: %s); rendering the round", type(exc).__name__, exc)
+    return None
 
 
 def finalize(state: RunState, runtime: Runtime[RunContext]) -> dict:

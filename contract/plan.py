@@ -36,6 +36,8 @@ MAX_EVENTS = 15_000  # ~4 per second over the longest plan (MAX_PLAN_DURATION_S)
 MAX_SECTION_CHARS = 2000  # the CoT budget is 77 tokens, so this is ~25x the useful length
 MAX_NEGATIVES = 32
 MAX_LABEL_CHARS = 120
+MAX_EVIDENCE_CHARS = 240  # an event's evidence note: which frames, which label, which confidence
+MAX_UNCERTAIN = 64  # plan-level notes on what the watcher could not tell
 MAX_ID_CHARS = 64
 MAX_META_CHARS = 512  # provenance backend/model_id (a local path)/prompt_version
 MAX_EXTRAS_BYTES = 16_384  # provenance extras (render options, sample variants) as JSON
@@ -166,6 +168,8 @@ class Event(BaseModel):
     gain_db: Num = Field(default=0.0, ge=-60.0, le=12.0)
     pan: Num = Field(default=0.0, ge=-1.0, le=1.0)
     confidence: Num = Field(default=1.0, ge=0.0, le=1.0)
+    # Why the watcher placed this sound (frames, label, strength); optional, so stored plans without it still load.
+    evidence: str = Field(default="", max_length=MAX_EVIDENCE_CHARS)
 
     @field_validator("id")
     @classmethod
@@ -227,6 +231,8 @@ class Plan(BaseModel):
     spatial: str = ""
     events: list[Event] = Field(default_factory=list)
     negatives: list[str] = Field(default_factory=list)
+    # What the watcher could not tell (weak labels, no contacts seen): read by people and by the critic.
+    uncertain: list[str] = Field(default_factory=list, max_length=MAX_UNCERTAIN)
     duration_s: Num = Field(gt=0.0)
     provenance: Provenance = Field(default_factory=Provenance)
     # Long or multi-shot videos: how the timeline is cut for rendering (contract.segments). None: one window.
@@ -247,6 +253,13 @@ class Plan(BaseModel):
         cap = MAX_ID_CHARS if info.field_name == "plan_id" else MAX_SECTION_CHARS
         if _bounded(info) and len(v) > cap:
             raise ValueError(f"{len(v)} characters, over the limit of {cap}")
+        return v
+
+    @field_validator("uncertain")
+    @classmethod
+    def _short_uncertain(cls, v: list[str], info: ValidationInfo) -> list[str]:
+        if _bounded(info) and any(len(n) > MAX_EVIDENCE_CHARS for n in v):
+            raise ValueError(f"an uncertain note is over {MAX_EVIDENCE_CHARS} characters")
         return v
 
     @field_validator("negatives")

@@ -27,6 +27,9 @@ class RefineResult:
     changes: list[str] = field(default_factory=list)  # human-readable list of what was changed and why
     raw_output: str = ""
     prompt_version: str = ""
+    # Non-empty: no change worth a round (its audio would equal an earlier one, or be inaudibly different); the
+    # loop stops with this reason instead of rendering ``plan``.
+    stop: str = ""
 
 
 @runtime_checkable

@@ -110,13 +110,20 @@ def test_temporal_hints_add_drop_and_move():
     assert "to_s" not in moves["e0"] and moves["e3"]["to_s"] == pytest.approx(3.1, abs=1e-3)
 
 
-def test_onsets_inside_continuous_events_do_not_count_against_precision():
+def test_onsets_inside_continuous_events_count_by_their_loudness():
+    """Issue 9: texture inside a continuous event is judged too, weighted by loudness: faint rain costs little,
+    a layer as loud as the hits costs (and is named as masking them)."""
     plan = plan_for(HITS)
     plan = plan.model_copy(update={"events": plan.events + [Event(id="rain", label="rain", kind="continuous",
                                                                     start_s=0.0, end_s=4.0)]})
-    audio = clicks(HITS + [0.4, 2.5])  # two extra onsets that belong to the rain
-    res = cr.score_temporal(plan, audio, SR, visual_from(HITS, SIDES))
-    assert res.score == pytest.approx(1.0)
+    faint = clicks(HITS) + 0.05 * clicks([0.4, 2.5])  # two faint onsets that belong to the rain (-26 dB)
+    loud = clicks(HITS + [0.4, 2.5])
+    quiet_res = cr.score_temporal(plan, faint, SR, visual_from(HITS, SIDES))
+    loud_res = cr.score_temporal(plan, loud, SR, visual_from(HITS, SIDES))
+    assert quiet_res.score >= 0.9
+    assert loud_res.score < quiet_res.score - 0.1
+    assert hints(loud_res, "gain_event") == [{"action": "gain_event", "event": "rain", "by_db": cr.MASK_SOFTEN_DB}]
+    assert not hints(quiet_res, "gain_event")
 
 
 def test_temporal_without_visual_onsets_correlates_envelopes():

@@ -51,7 +51,8 @@ def test_rounds_are_stored_with_scores_and_provenance(dubbed, capsys):
     _, _, db, _ = dubbed
     store = Store(db)
     run = store.list_runs()[0]
-    assert run.status == "done" and run.stop_reason in ("passed", "round_cap", "no_improvement")
+    assert run.status == "done" and (run.stop_reason in ("passed", "round_cap", "no_improvement")
+                                     or run.stop_reason.startswith("refiner_stopped: "))  # issue 9: no inaudible rounds
     rounds = store.rounds(run.id)
     assert 1 <= len(rounds) <= 3
     for r in rounds:

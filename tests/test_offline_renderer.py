@@ -304,9 +304,7 @@ def test_registry_hooks(tmp_path):
 # ---- bounded memory: clips mixed block by block ------------------------------------------------------------
 def _whole_bed(audio, span, rng, kind, gain, pan, point):
     """The in-memory pipeline a bed used to go through (fill → fade → normalise → place_stereo)."""
-    edge = 0.5 if kind in ("ambience", "music") else 0.05
-    f = min(int(edge * SR), span // 4)
-    x = mixer.fade(mixer.fill(audio, span, rng), f, f)
+    x = mixer.fade(mixer.fill(audio, span, rng), *renderer_mod._fades(kind, span, 1))  # placed after sample 0
     return mixer.place_stereo(mixer.normalise(x, kind) * gain, pan, point)
 
 
@@ -317,7 +315,8 @@ def test_bed_clip_equals_the_whole_array_pipeline(length_s, span_s):
     audio = (rng_src.standard_normal((2, n)) * np.hanning(n)).astype(np.float32)
     span = int(span_s * SR)
     whole = _whole_bed(audio, span, np.random.default_rng(9), "ambience", 0.7, 0.3, False)
-    clip = renderer_mod.OfflineRenderer._bed_clip(0, span, lambda: audio, np.random.default_rng(9), "ambience",
+    # placed after the clip's first sample (a bed playing from sample 0 skips its fade-in: test_offline_fit)
+    clip = renderer_mod.OfflineRenderer._bed_clip(1, span, lambda: audio, np.random.default_rng(9), "ambience",
                                                   0.7, 0.3, False)
     step = 100_003  # odd blocks: loop seams and fades fall across block edges
     parts = np.concatenate([clip.render(a, min(span, a + step)) for a in range(0, span, step)], axis=1)

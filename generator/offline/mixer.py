@@ -20,6 +20,7 @@ from scipy.ndimage import minimum_filter1d, uniform_filter1d
 SR = 44100
 BLOCK = 1 << 18  # timeline samples mixed at a time (~6 s): the render's working memory is a few of these
 MEASURE_BLOCK = 1 << 20  # samples per step when a bed measures its own level
+KEEP_BUILT = 60 * SR  # at most this much audio (all sounds together) stays built between gain staging and mixing
 PREROLL_S = 0.003  # keep a few ms before the attack so the transient is not clipped by the fade-in
 
 # Reference levels (dBFS) each source is normalised to before the event's gain_db: impacts by their
@@ -153,9 +154,18 @@ class Clip:
 
     at: int = 0
     length: int = 0
+    scale: float = 1.0  # set by the renderer's gain staging (layers under the impacts); applied when mixed
 
     def render(self, a: int, b: int) -> np.ndarray:
         raise NotImplementedError
+
+    def peak_level(self, keep: bool = False) -> float:
+        """Loudest 50 ms RMS of the placed sound (linear, channels averaged), before ``scale``. ``keep``: leave it
+        built for the mix that follows (the timeline releases it after mixing)."""
+        x = self.render(0, self.length)
+        if not keep:
+            self.release()
+        return float(envelope(x, 0.05).max()) if x.size else 0.0
 
     def release(self) -> None:
         pass
@@ -221,13 +231,15 @@ class BedClip(Clip):
         self._fi, self._fo = min(fades[0], self.length), min(fades[1], self.length)
         self._up, self._down = edge_ramps(self._fi, self._fo)
         self.kind = kind
-        # normalise: the RMS of the whole faded fill, measured block by block
-        total = 0.0
+        # normalise: the RMS of the whole faded fill, measured block by block (and its loudest 50 ms on the way)
+        total, env_max = 0.0, 0.0
         for a in range(0, self.length, MEASURE_BLOCK):
             x = self._faded(a, min(self.length, a + MEASURE_BLOCK)).astype(np.float64)
             total += float(np.sum(x * x))
+            env_max = max(env_max, float(envelope(x, 0.05).max()) if x.size else 0.0)
         level = float(np.sqrt(total / (self._channels * self.length))) if self.length else 0.0
         self._norm = None if level < 1e-7 else db_to_gain(REFERENCE_DB.get(kind, -22.0)) / level
+        self._peak = env_max * (self._norm or 1.0) * gain
         self._gain, self._point = gain, point
         self._gl, self._gr = pan_gains(pan)
         self.release()
@@ -278,6 +290,9 @@ class BedClip(Clip):
             y[..., j0 - a:] *= self._down[j0 - (n - self._fo):b - (n - self._fo)]
         return y
 
+    def peak_level(self, keep: bool = False) -> float:
+        return self._peak  # measured with the normalising pass (blocks meet at MEASURE_BLOCK: a close bound)
+
     def render(self, a: int, b: int) -> np.ndarray:
         x = self._faded(a, b)
         if self._norm is not None:
@@ -303,7 +318,8 @@ class Timeline:
             for clip in self.clips:
                 lo, hi = max(a, clip.at), min(b, clip.at + clip.length)
                 if hi > lo:
-                    out[:, lo - a:hi - a] += clip.render(lo - clip.at, hi - clip.at)
+                    x = clip.render(lo - clip.at, hi - clip.at)
+                    out[:, lo - a:hi - a] += x if clip.scale == 1.0 else x * np.float32(clip.scale)
                 if clip.at + clip.length <= b and clip.at + clip.length > a:
                     clip.release()
             yield out

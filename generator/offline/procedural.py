@@ -6,6 +6,7 @@ description so it can be chosen by the same text match that picks recordings.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,13 +28,16 @@ PRESETS: tuple[Preset, ...] = (
     Preset("rain", "bed", "rain falling, steady drizzle and raindrops"),
     Preset("traffic", "bed", "distant traffic rumble, cars and engines on a city road"),
     Preset("murmur", "bed", "crowd murmur, indistinct speech of people talking"),
+    Preset("rustle", "bed", "soft rustle of movement, cloth and fabric brushing, light rustling"),
     Preset("thud", "hit", "dull low thud, heavy footstep, object dropped, body fall"),
     Preset("click", "hit", "sharp click, tap, tick, light footstep"),
 )
 BY_NAME = {p.name: p for p in PRESETS}
 
 
+@functools.lru_cache(maxsize=64)
 def _sos(kind: str, freq, order: int = 2):
+    """Filter design is the same for every call with these arguments (and costs more than filtering a short piece)."""
     return butter(order, freq, btype=kind, fs=SR, output="sos")
 
 
@@ -96,6 +100,14 @@ def _murmur(rng, n, voices: int = 6):
     return out
 
 
+def _rustle(rng, n):
+    """Brushing cloth: band-passed noise in short, irregular swells (low crest, so it never reads as hits)."""
+    hiss = sosfilt(_sos("bandpass", (700, 4000)), _noise(rng, n), axis=-1) * 0.35
+    body = sosfilt(_sos("bandpass", (120, 700)), _noise(rng, n), axis=-1)
+    swell = _slow(rng, n, 3.0, 0.8, 1.0)
+    return (hiss + body) * swell
+
+
 def _thud(rng, length_s: float = 0.35):
     n = int(length_s * SR)
     t = np.arange(n) / SR
@@ -115,7 +127,7 @@ def _click(rng, length_s: float = 0.05):
     return np.stack([x, x]).astype(np.float32)
 
 
-_BEDS = {"wind": _wind, "room_tone": _room_tone, "rain": _rain, "traffic": _traffic, "murmur": _murmur}
+_BEDS = {"rustle": _rustle, "wind": _wind, "room_tone": _room_tone, "rain": _rain, "traffic": _traffic, "murmur": _murmur}
 _HITS = {"thud": _thud, "click": _click}
 
 

@@ -35,6 +35,9 @@ PROCEDURAL_HANDICAP = 0.05  # a real recording wins a near tie against synthesis
 CHOICE_MARGIN = 0.08  # seeds choose among candidates this close to the best
 DEFAULT_SPAN_S = 1.0  # a bed with start == end still gets this much
 MAX_VARIANTS = 8  # sample_variants index the best this-many eligible samples (modulo)
+AMBIENCE_CUT_IN_S = 0.05  # a scene bed enters on its shot's cut
+CONTINUOUS_FADE_S = 0.1  # movement pieces crossfade this long (level steps without clicks or onsets)
+UNDER_IMPACTS_DB = 12.0  # movement and beds stay this far under the quietest impact's loudest 50 ms
 
 PROCEDURAL_BED_MAX = 30 * 44100  # longer procedural beds loop this much material (bounded memory)
 
@@ -134,9 +137,11 @@ class OfflineRenderer:
             rng = np.random.default_rng([seed % 2**32, zlib.crc32(ev.id.encode())])
             choice = self._choose(ev, vecs[ev.label], negatives, variants.get(ev.id), preset_ok, n, rng)
             if choice.clip is not None:
+                choice.clip.kind = ev.kind.value
                 timeline.add(choice.clip)
             events_meta.append({"id": ev.id, "label": ev.label, "kind": ev.kind.value, "source": choice.source,
                                 **(choice.meta or {})})
+        staging = _keep_impacts_on_top(plan, timeline.clips, _render_options(plan).get("layers_db", 0.0))
         t_mix = time.perf_counter()
 
         options = _render_options(plan)
@@ -160,16 +165,39 @@ class OfflineRenderer:
             "renderer": self.name, "model_id": self.model_id, "seed": seed, "events": events_meta,
             "bank": {"size": len(bank), "embedder": bank.embedder.model_id, "threshold": round(self.threshold, 3)},
             "negatives": negatives, "excluded_by_negatives": int(bank.negated(negatives).sum()) if negatives else 0,
-            "render_options": options, "master": master.to_dict(),
+            "render_options": options, "master": master.to_dict(), "staging": staging,
             "timings_ms": {k: round(v * 1000, 1) for k, v in (("match", t_match - t0), ("mix", t_mix - t_match),
                                                              ("master", t_end - t_mix - t_write), ("write", t_write),
                                                              ("total", t_end - t0))},
         }
         return RenderResult(audio_path=out_path, sample_rate=SR, duration_s=n / SR, meta=meta)
 
+    def fingerprint(self, plan: Plan, seed: int) -> str:
+        """What ``render`` would produce, without mixing: each event's chosen source, its draws and placement,
+        plus the master settings. Equal fingerprints mean identical audio, so the loop need not render a round
+        it has already heard (issue 9: a "sample swap" on a procedural bed changed nothing)."""
+        import hashlib
+        import json
+
+        with self._lock:
+            n = max(1, int(round(plan.duration_s * SR)))
+            negatives = [x for x in plan.negatives if x.strip()]
+            variants = _variants(plan)
+            labels = list(dict.fromkeys(e.label for e in plan.events))  # each label once: plans repeat them
+            vecs = dict(zip(labels, self.bank.embedder.encode(labels))) if labels else {}
+            preset_ok = ~self._presets_negated(tuple(negatives))
+            parts = []
+            for ev in plan.events:
+                rng = np.random.default_rng([seed % 2**32, zlib.crc32(ev.id.encode())])
+                c = self._choose(ev, vecs[ev.label], negatives, variants.get(ev.id), preset_ok, n, rng, dry=True)
+                parts.append([ev.kind.value, c.source, c.at, round(ev.pan, 4), ev.duration_s if ev.kind ==
+                              EventKind.impact else None, c.meta or {}, seed if c.source == "procedural" else None])
+            parts.append([n, _render_options(plan), self.target_lufs])
+        return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
     # ---- one event ----------------------------------------------------------------------------------
     def _choose(self, ev: Event, vec: np.ndarray, negatives: list[str], variant: int | None, preset_ok: np.ndarray,
-                n: int, rng: np.random.Generator) -> _Choice:
+                n: int, rng: np.random.Generator, dry: bool = False) -> _Choice:
         kind = ev.kind.value
         ranked_all = self.bank.match_vector(vec, kind, k=max(self.top_k, MAX_VARIANTS), negatives=negatives)
         cands = [(s, sc) for s, sc in ranked_all if sc >= self.threshold]
@@ -182,6 +210,8 @@ class OfflineRenderer:
         else:  # beds must actually fit; there is no procedural music or speech stand-in for them
             use_preset = (preset is not None and ev.kind != EventKind.music and preset_score >= self.threshold
                           and (not cands or preset_score - PROCEDURAL_HANDICAP > cands[0][1]))
+        if not use_preset and not cands and ev.kind == EventKind.ambience and preset is not None:
+            use_preset = True  # a planned bed is never left silent: the closest generic bed stands in
         if not use_preset and not cands:
             return _Choice("skipped", meta={"reason": "nothing in the bank or presets fits (or all negated)"})
 
@@ -193,12 +223,14 @@ class OfflineRenderer:
 
         if use_preset:
             meta = {"preset": preset.name, "score": round(preset_score, 3)}
+            if dry:
+                return _Choice("procedural", None, start, meta | {"gain": round(gain, 6), "span": span})
             if is_hit:
                 clip = mixer.LazyClip(start, _replay(rng, lambda r: mixer.place_stereo(
                     mixer.normalise(procedural.hit(preset.name, r), kind) * gain, ev.pan, point)))
             elif span <= PROCEDURAL_BED_MAX:
                 clip = mixer.LazyClip(start, _replay(rng, lambda r: mixer.place_stereo(
-                    mixer.normalise(self._bed(procedural.bed(preset.name, span, r), kind, span), kind) * gain,
+                    mixer.normalise(self._bed(procedural.bed(preset.name, span, r), kind, span, start), kind) * gain,
                     ev.pan, point)), length=span)
             else:  # an hour of filtered noise would be an hour in memory: loop a stretch of it instead
                 source = _replay(rng, lambda r: procedural.bed(preset.name, PROCEDURAL_BED_MAX, r))
@@ -213,6 +245,8 @@ class OfflineRenderer:
             close = [i for i, (_, sc) in enumerate(ranked) if sc >= ranked[0][1] - CHOICE_MARGIN]
             pick = int(rng.choice(close))
         sample, score = ranked[pick]
+        if dry:
+            return _Choice("sample", None, start, {"stem": sample.stem, "gain": round(gain, 6), "span": span})
         audio = self.bank.audio(sample)
         meta = {"file": str(sample.path), "stem": sample.stem, "score": round(score, 3), "variant": pick,
                 "below_threshold": score < self.threshold,
@@ -232,9 +266,7 @@ class OfflineRenderer:
     def _bed_clip(start: int, span: int, source, rng: np.random.Generator, kind: str, gain: float, pan: float,
                   point: bool) -> mixer.BedClip:
         """``_bed(fill(source))`` placed at ``start``: the fades of ``_bed``, computed a block at a time."""
-        edge = 0.5 if kind in ("ambience", "music") else 0.05
-        f = min(int(edge * SR), span // 4)
-        return mixer.BedClip(start, span, source, rng, (f, f), kind, gain, pan, point)
+        return mixer.BedClip(start, span, source, rng, _fades(kind, span, start), kind, gain, pan, point)
 
     def _best_preset(self, vec: np.ndarray, ptype: str, ok: np.ndarray) -> tuple[procedural.Preset | None, float]:
         sims = self._presets() @ vec
@@ -245,10 +277,53 @@ class OfflineRenderer:
         return best, score
 
     @staticmethod
-    def _bed(x: np.ndarray, kind: str, span: int) -> np.ndarray:
-        edge = 0.5 if kind in ("ambience", "music") else 0.05
-        f = min(int(edge * SR), span // 4)
-        return mixer.fade(x, f, f)
+    def _bed(x: np.ndarray, kind: str, span: int, start: int = -1) -> np.ndarray:
+        return mixer.fade(x, *_fades(kind, span, start))
+
+
+def _fades(kind: str, span: int, start: int) -> tuple[int, int]:
+    """(fade-in, fade-out) samples. A sound already playing when the picture starts does not fade in (a fade from
+    silence is an onset nothing on screen asks for); a scene bed comes in on its cut, as a film mix cuts sound with
+    picture, and leaves with a long fade; music fades both ways; movement pieces crossfade."""
+    if kind == "ambience":
+        fi, fo = AMBIENCE_CUT_IN_S, 0.5
+    elif kind == "music":
+        fi = fo = 0.5
+    else:
+        fi = fo = CONTINUOUS_FADE_S
+    fi_n, fo_n = min(int(fi * SR), span // 4), min(int(fo * SR), span // 4)
+    return (0 if start == 0 else fi_n), fo_n
+
+
+def _keep_impacts_on_top(plan: Plan, clips: list[mixer.Clip], extra_db: float = 0.0) -> dict:
+    """Gain staging: scale every non-impact layer by one factor so that its loudest 50 ms stays UNDER_IMPACTS_DB
+    below the quietest impact's. One factor for all of them keeps their level changes over time (the motion-driven
+    movement layer) while the contacts stay on top. No impacts, nothing to protect."""
+    impacts = [c for c in clips if getattr(c, "kind", None) == "impact"]
+    layers = [c for c in clips if getattr(c, "kind", None) not in (None, "impact", "speech", "music")]
+    extra = mixer.db_to_gain(extra_db)  # the refiner's "layers step back", applied after the cap
+    for c in layers:
+        c.scale = extra
+    if not impacts or not layers:
+        return {"scaled_db": round(float(extra_db), 2)}
+    budget = mixer.KEEP_BUILT
+
+    def level(c: mixer.Clip) -> float:  # short sounds stay built for the mix, within a fixed memory budget
+        nonlocal budget
+        keep = c.length <= budget
+        budget -= c.length if keep else 0
+        return c.peak_level(keep=keep)
+
+    quietest = min(level(c) for c in impacts)
+    loudest = max(level(c) for c in layers)
+    if quietest <= 0 or loudest <= 0:
+        return {"scaled_db": round(float(extra_db), 2)}
+    cap = quietest * mixer.db_to_gain(-UNDER_IMPACTS_DB)
+    scale = min(1.0, cap / loudest) * extra
+    for c in layers:
+        c.scale = scale
+    return {"scaled_db": round(20 * np.log10(scale), 2), "quietest_impact_db": round(20 * np.log10(quietest), 2),
+            "loudest_layer_db": round(20 * np.log10(loudest), 2)}
 
 
 def _variants(plan: Plan) -> dict[str, int]:
@@ -265,9 +340,20 @@ def _variants(plan: Plan) -> dict[str, int]:
 
 
 def _render_options(plan: Plan) -> dict:
-    """``provenance.render_options`` set by the refiner; understood here: ``dc_block`` (high-pass the mix)."""
+    """``provenance.render_options`` set by the refiner; understood here: ``dc_block`` (high-pass the mix) and
+    ``layers_db`` (movement and beds this many dB under where gain staging puts them, -40..0)."""
     raw = (plan.provenance.model_extra or {}).get("render_options") or {}
-    return {"dc_block": bool(raw.get("dc_block"))} if isinstance(raw, dict) else {}
+    if not isinstance(raw, dict):
+        return {}
+    out = {"dc_block": bool(raw.get("dc_block"))}
+    try:
+        layers = float(raw.get("layers_db") or 0.0)
+    except (TypeError, ValueError):
+        log.warning("ignoring render option layers_db=%r (not a number)", raw.get("layers_db"))
+        layers = 0.0
+    if np.isfinite(layers) and layers != 0.0:
+        out["layers_db"] = float(np.clip(layers, -40.0, 0.0))
+    return out
 
 
 # ---- backend registry hooks ---------------------------------------------------------------------------

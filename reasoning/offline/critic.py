@@ -1,7 +1,9 @@
 """The offline critic: four scores from signal analysis and aiSFX embeddings, no model hub.
 
-- temporal: audio onsets vs visual impact onsets, F1 within ±80 ms at the best global lag (searched in
-  ±250 ms), discounted when that lag is audible; envelope correlation when the video shows no impacts.
+- temporal: every audio onset (those inside continuous sounds too, weighted by loudness) vs the picture's contacts
+  (``motion.contacts``, from the video, never from the plan), F1 within ±80 ms at the best global lag (searched in
+  ±250 ms), discounted when that lag is audible; a layer whose loud onsets match no contact is named as masking
+  the impacts; envelope correlation when the video shows no contacts.
 - semantic: each event's audio vs a reference embedding of its label in aiSFX space. A *proxy* for
   CLAP-style audio–text scoring: there is no embedded audio–text model, so labels are grounded through
   reference recordings instead.
@@ -31,6 +33,7 @@ from scipy.optimize import linear_sum_assignment
 from contract.options import BackendOptions
 from reasoning.offline import audio_features as af
 from reasoning.offline.aisfx_embed import FileReferences, cosine
+from reasoning.offline.motion import contacts
 from contract.plan import Critique, EventKind, Finding, Plan, ScorerInfo
 from store.media import AUDIO_EXTS, AudioFile, VideoInfo, read_audio
 
@@ -240,16 +243,20 @@ def attribute_onsets(plan: Plan, onsets: list[float], tol: float = MATCH_TOL_S) 
 def score_temporal(plan: Plan, audio: np.ndarray, sr: int, visual: Any) -> DimensionResult:
     """Onset F1 at the best lag, with hints to add, drop/shift or shift all events."""
     det = af.detect_onsets(audio, sr)
-    v_onsets = [float(t) for t in visual.onsets]
+    # The picture's own contact evidence (weak motion, first frames and codec pulses are not contacts), from the
+    # video analysis, never from the plan.
+    v_onsets = [float(t) for t in contacts(visual)[0]]
     if not v_onsets:
         return _temporal_envelope(audio, sr, visual, det)
     owner, texture = attribute_onsets(plan, det.onsets)
-    keep = [j for j in range(len(det.onsets)) if j not in texture]
-    a_onsets = [det.onsets[j] for j in keep]
+    # Every audio onset is judged, those inside continuous sounds too (issue 9: a movement layer louder than the
+    # bounces hid them while temporal said 1.0); precision weighs each by its loudness, so quiet texture costs little.
+    keep = list(range(len(det.onsets)))
+    a_onsets = list(det.onsets)
     v = sorted(v_onsets)
     salience = det.salience()
-    fit = fit_lag(v, a_onsets, [salience[j] for j in keep])
-    findings: list[Finding] = []
+    fit = fit_lag(v, a_onsets, salience)
+    findings: list[Finding] = _masking_findings(plan, det, fit, set(texture))
     if abs(fit.lag) > FREE_LAG_S and len(fit.pairs) >= min(2, len(v)):
         findings.append(Finding(
             target="temporal", dimension="temporal",
@@ -290,11 +297,40 @@ def score_temporal(plan: Plan, audio: np.ndarray, sr: int, visual: Any) -> Dimen
             f"{fit.precision:.2f}, R {fit.recall:.2f}; "
             f"{len(fit.pairs)}/{len(v)} hits matched within ±{MATCH_TOL_S * 1000:.0f} ms) at lag "
             f"{fit.lag * 1000:+.0f} ms (sync factor {lag_factor(fit.lag):.2f}); {len(texture)} onsets inside "
-            f"non-impact events ignored")
+            f"non-impact events counted by loudness")
     scorers = [ScorerInfo(name="onset_f1", version=VERSION, dimension="temporal", raw=round(fit.f1, 4), note=note),
                ScorerInfo(name="av_lag_s", version=VERSION, dimension="temporal", raw=round(fit.lag, 4),
                           note="best global lag, audio minus video (s), searched in ±250 ms")]
     return DimensionResult(_clip01(fit.score), scorers, findings)
+
+
+MASK_SALIENCE = 0.5  # an unmatched onset within 10 dB of the loudest one is loud enough to mask the contacts
+MASK_SOFTEN_DB = -6.0
+
+
+def _masking_findings(plan: Plan, det: af.OnsetResult, fit: LagFit, texture: set[int]) -> list[Finding]:
+    """Loud onsets with nothing on screen, made by a continuous/ambience event: that layer masks the impacts.
+
+    The hint softens the layer that holds the most such loudness (the refiner's ``gain_event``)."""
+    salience = det.salience()
+    beds = [e for e in plan.events if e.kind in (EventKind.continuous, EventKind.ambience)]
+    load: dict[str, list[float]] = {}
+    for j in fit.unmatched_audio:
+        if j not in texture or salience[j] < MASK_SALIENCE:
+            continue
+        t = det.onsets[j]
+        inside = [e for e in beds if e.start_s - MATCH_TOL_S <= t <= e.end_s + MATCH_TOL_S]
+        if inside:
+            load.setdefault(max(inside, key=lambda e: e.gain_db).id, []).append(t)
+    out = []
+    for eid, times in sorted(load.items(), key=lambda kv: -len(kv[1]))[:8]:
+        ev = next(e for e in beds if e.id == eid)
+        out.append(Finding(target=eid, dimension="temporal",
+                           problem=f"'{ev.label}' ({eid}) makes {len(times)} loud onsets with no contact on screen "
+                                   f"(first at {times[0]:.2f}s): it competes with the impacts",
+                           suggestion=f"soften it by {-MASK_SOFTEN_DB:.0f} dB",
+                           hint={"action": "gain_event", "event": eid, "by_db": MASK_SOFTEN_DB}))
+    return out
 
 
 def _temporal_envelope(audio: np.ndarray, sr: int, visual: Any, det: af.OnsetResult) -> DimensionResult:

@@ -417,6 +417,51 @@ def _remember(key: tuple, result: VisualAnalysis) -> None:
             _MEMO.popitem(last=False)
 
 
+# Contacts: the visual onsets that evidence a hit (issue 9). Weak velocity changes are motion texture; onsets
+# in the first frames have no history to change from; a strict lattice of onsets is the codec or a frame-rate
+# conversion (repeated frames make motion stop and start on a grid), not the action.
+CONTACT_REL_MIN = 0.15
+CONTACT_ABS_MIN = 0.035
+CONTACT_MIN_T = 0.2
+PULSE_MIN_COUNT = 5
+PULSE_SHARE = 0.5
+PULSE_KEEP = 3.0  # a lattice onset this many times the lattice's median strength is still a contact
+
+
+def periodic_pulses(times: list[float], fps: float) -> set[int]:
+    """Indices of onsets on a regular grid: consecutive gaps equal (within a frame) to the commonest gap."""
+    t = np.asarray(sorted(times), dtype=np.float64)
+    if len(t) < PULSE_MIN_COUNT + 1:
+        return set()
+    gaps = np.round(np.diff(t) * fps).astype(int)
+    values, counts = np.unique(gaps[gaps >= 2], return_counts=True)
+    if not len(values):
+        return set()
+    m = int(values[np.argmax(counts)])
+    on = np.abs(gaps - m) <= 1
+    if on.sum() < PULSE_MIN_COUNT or on.mean() < PULSE_SHARE:
+        return set()
+    idx = set()
+    for k in np.flatnonzero(on):
+        idx.update((int(k), int(k) + 1))
+    order = np.argsort(np.asarray(times, dtype=np.float64), kind="stable")
+    return {int(order[i]) for i in idx}
+
+
+def contacts(vis: "VisualAnalysis") -> tuple[list[float], list[float]]:
+    """(times, strengths) of the visual onsets that evidence a contact or an abrupt change (see above)."""
+    times, strengths = list(vis.onsets), list(vis.onset_strengths)
+    if not times:
+        return [], []
+    strongest = max(strengths)
+    floor = max(CONTACT_ABS_MIN, CONTACT_REL_MIN * strongest)
+    pulses = periodic_pulses(times, vis.fps)
+    lattice = float(np.median([strengths[i] for i in pulses])) if pulses else 0.0
+    keep = [i for i, (t, s) in enumerate(zip(times, strengths))
+            if t >= CONTACT_MIN_T and s >= floor and (i not in pulses or s >= PULSE_KEEP * lattice)]
+    return [times[i] for i in keep], [strengths[i] for i in keep]
+
+
 def analyze_video(path, info: VideoInfo | None = None, fps: float = 25.0, max_side: int = 160,
                   cache_dir: Path | None = None, extra: Mapping[str, FrameGrid] | None = None,
                   on_frame: OnFrame | None = None) -> VisualAnalysis:

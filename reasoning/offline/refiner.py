@@ -13,6 +13,13 @@ Hints understood (produced by ``reasoning.offline.critic``):
   swap_sample {event}                   ``provenance.sample_variants[event] += 1``: the renderer takes the
                                         k-th best sample for that event's label (k = 0 is its normal choice)
   dc_block                              ``provenance.render_options["dc_block"] = True``: high-pass the mix
+  gain_event (temporal)                 a layer that masks the impacts is softened
+
+Rounds must matter (issue 9): the candidate moves are, in order, the hints' edits, "make doubtful sources
+generic" (when semantic fails) and "soften the layers under the impacts" (when temporal fails). A move whose audio
+would be inaudibly different from the plan it starts from is skipped; a refine asked again from the same plan
+(the round it made before was not kept) takes the next audible move; when none is left the result carries
+``stop`` with the reason, and the loop ends without rendering it.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import logging
 from pathlib import Path
 
 from contract.options import BackendOptions
+from reasoning.offline import vocabulary as vocab
 from contract.plan import DIMENSIONS, Critique, Event, EventKind, Plan
 from contract.protocols import RefineResult
 from store.media import VideoInfo
@@ -33,6 +41,13 @@ PROMPT_VERSION = "offline-rules-1"
 GAIN_MIN, GAIN_MAX = -60.0, 12.0
 ALREADY_THERE_S = 0.03   # add_event on an event already at that time means it was inaudible: raise it
 INAUDIBLE_BOOST_DB = 6.0
+# Smallest changes a listener notices (level ~1 dB, timing ~10 ms, placement ~0.1 of the pan range).
+AUDIBLE_DB, AUDIBLE_S, AUDIBLE_PAN = 1.0, 0.01, 0.1
+SOFTEN_LAYERS_DB = -6.0
+LAYER_FLOOR_DB = -18.0  # layers are not stepped back further than this
+_GENERIC_LABELS = {lab for r in vocab.GENERIC for lab in (r.hit, r.move, r.bed)}
+_OUTDOOR_WORDS = ("outdoor", "breeze", "wind", "meadow", "street", "field", "bird", "forest", "shore", "yard", "sky",
+                  "traffic", "harbour", "open")
 AESTHETIC_PHRASES = {
     "clip": "clean peaks without distortion",
     "quieter": "controlled level",
@@ -192,6 +207,9 @@ class _Edit:
 
 
 def _apply_temporal(ed: _Edit, hints: list[dict]) -> None:
+    for h in hints:  # a layer that masks the impacts
+        if h.get("action") == "gain_event" and h.get("event") in ed.events:
+            ed.gain(h["event"], float(h["by_db"]), "temporal", "it masks the impacts")
     for h in (h for h in hints if h.get("action") == "shift_all"):
         by = float(h["by_s"])
         for eid in ed.order:
@@ -248,6 +266,8 @@ def _apply(ed: _Edit, dim: str, hints: list[dict]) -> None:
             ed.changes.append(f"{dim}: pan of '{e['label']}' ({eid}) {e['pan']:+.2f} -> {to:+.2f} (follow the picture)")
             e["pan"] = round(to, 3)
             ed.touched.add(dim)
+        elif action == "swap_sample" and eid in ed.events and ed.events[eid]["label"] in _GENERIC_LABELS:
+            continue  # a generic sound is generic on purpose: another take of it fixes no doubt about the source
         elif action == "swap_sample" and eid in ed.events and eid not in swapped:
             swapped.add(eid)
             k = ed.variants.get(eid, 0) + 1
@@ -263,19 +283,115 @@ def _apply(ed: _Edit, dim: str, hints: list[dict]) -> None:
             ed.touched.add(dim)
 
 
+def _generic_label(kind: EventKind, outdoor: bool) -> str | None:
+    rule = vocab.GENERIC_OUTDOOR if outdoor else vocab.GENERIC_INDOOR
+    return {EventKind.impact: rule.hit, EventKind.continuous: rule.move, EventKind.ambience: rule.bed}.get(kind)
+
+
+def _make_generic(ed: _Edit) -> None:
+    """Doubtful specific sources become generic sounds that cannot be wrong in kind (speech and music stay)."""
+    beds = " ".join(e["label"] for e in ed.events.values() if e["kind"] == EventKind.ambience).lower()
+    outdoor = any(w in beds for w in _OUTDOOR_WORDS)
+    generic = _GENERIC_LABELS
+    for eid in ed.order:
+        e = ed.events[eid]
+        new = _generic_label(EventKind(e["kind"]), outdoor)
+        if new and e["label"] not in generic:
+            ed.changes.append(f"semantic: '{e['label']}' ({eid}) -> generic '{new}' (the specific source is doubtful)")
+            e["label"] = new
+            ed.touched.add("semantic")
+
+
+def _soften_layers(ed: _Edit) -> None:
+    """The layers under the impacts step back, so the contacts carry the timing. Asked of the renderer as
+    ``render_options["layers_db"]`` (applied after its gain staging, which would undo a change of event gains)."""
+    if not any(e["kind"] in (EventKind.continuous, EventKind.ambience) for e in ed.events.values()):
+        return
+    now = float(ed.render_options.get("layers_db") or 0.0)
+    new = max(LAYER_FLOOR_DB, now + SOFTEN_LAYERS_DB)
+    if new < now:
+        ed.render_options["layers_db"] = new
+        ed.changes.append(f"temporal: movement and beds {now:+.0f} -> {new:+.0f} dB under the impacts "
+                          "(layers under the impacts step back)")
+        ed.touched.add("temporal")
+
+
+def _signature(events: list[Event]) -> dict[str, tuple]:
+    return {e.id: (e.label, e.kind.value, e.start_s, e.end_s, e.gain_db, e.pan) for e in events}
+
+
+def audible_change(old: Plan, events: list[Event], variants: dict, render_options: dict, seed: int,
+                   old_seed: int) -> bool:
+    """Whether rendering ``events`` (with these variants/options/seed) would sound different from ``old``."""
+    if seed != old_seed:
+        return True
+    extra = old.provenance.model_extra or {}
+    if dict(extra.get("sample_variants") or {}) != dict(variants) or \
+            dict(extra.get("render_options") or {}) != dict(render_options):
+        return True
+    a, b = _signature(old.events), _signature(events)
+    if a.keys() != b.keys():
+        return True
+    for k, (label, kind, start, end, gain, pan) in a.items():
+        l2, k2, s2, e2, g2, p2 = b[k]
+        if (label, kind) != (l2, k2) or abs(start - s2) >= AUDIBLE_S or abs(end - e2) >= AUDIBLE_S \
+                or abs(gain - g2) >= AUDIBLE_DB or abs(pan - p2) >= AUDIBLE_PAN:
+            return True
+    return False
+
+
 class OfflineRefiner:
     """Refiner protocol implementation (deterministic, no model)."""
 
     name = NAME
     model_id = MODEL_ID
 
+    def _moves(self, plan: Plan, critique: Critique, failing: list[str], round_index: int):
+        """Candidate edits, in order of preference; each is a fresh _Edit of ``plan``."""
+        def hints_move():
+            ed = _Edit(plan, round_index)
+            for dim in failing:
+                _apply(ed, dim, [f.hint for f in critique.findings if f.dimension == dim and f.hint])
+            return ed
+
+        def generic_move():
+            ed = _Edit(plan, round_index)
+            _make_generic(ed)
+            return ed
+
+        def soften_move():
+            ed = _Edit(plan, round_index)
+            _soften_layers(ed)
+            return ed
+
+        yield "the critic's hints", hints_move
+        if "semantic" in failing:
+            yield "generic sounds for doubtful sources", generic_move
+        if "temporal" in failing:
+            yield "softer layers under the impacts", soften_move
+
     def refine(self, plan: Plan, critique: Critique, failing: list[str], round_index: int, seed: int,
                video: Path | None = None, info: VideoInfo | None = None) -> RefineResult:
         failing = [d for d in DIMENSIONS if d in failing]
-        ed = _Edit(plan, round_index)
-        for dim in failing:
-            _apply(ed, dim, [f.hint for f in critique.findings if f.dimension == dim and f.hint])
-        events = ed.result_events()
+        # Refines already made from this plan (rounds that were not kept): their moves are not repeated.
+        tried = max(0, round_index - int(plan.provenance.round or 0) - 1)
+        audible, skipped = [], []
+        for what, make in self._moves(plan, critique, failing, round_index):
+            ed = make()
+            events = ed.result_events()
+            if ed.changes and audible_change(plan, events, ed.variants, ed.render_options, seed, seed):
+                audible.append((what, ed, events))
+            else:
+                skipped.append(what)
+        if tried >= len(audible):
+            why = "nothing failed" if not failing else (
+                f"for {', '.join(failing)}: " + ("; ".join(f"{w}: no audible change" for w in skipped) or "no move")
+                + (f"; {tried} earlier refine(s) from round {plan.provenance.round} already tried the rest"
+                   if tried else ""))
+            return RefineResult(plan=plan, seed=seed, changes=[f"stopped: {why}"], prompt_version=PROMPT_VERSION,
+                                stop=why)
+        what, ed, events = audible[tried]
+        ed.changes.insert(0, f"move: {what}" + (f" (after {tried} earlier refine(s) from this plan)" if tried else ""))
         sections = {}
         if "temporal" in ed.touched and "temporal" in failing:
             sections["temporal"] = temporal_text(events, plan.duration_s)
@@ -285,11 +401,6 @@ class OfflineRefiner:
             sections["semantic"] = semantic_text(events)
         if "aesthetic" in failing and ed.moods:
             sections["aesthetic"] = aesthetic_text(plan.aesthetic, ed.moods)
-        new_seed = seed
-        if not ed.changes:
-            new_seed = seed + 1
-            why = "nothing failed" if not failing else f"no rule applies to {', '.join(failing)}"
-            ed.changes.append(f"{why}: same plan, new seed {new_seed}")
         prov = {"round": round_index, "backend": NAME, "model_id": MODEL_ID, "prompt_version": PROMPT_VERSION}
         if ed.variants:
             prov["sample_variants"] = ed.variants
@@ -299,7 +410,7 @@ class OfflineRefiner:
         new = _fit_budget(new, sections, events)
         for d, text in sections.items():
             ed.changes.append(f"{d}: section rewritten -> {getattr(new, d)!r}")
-        return RefineResult(plan=new, seed=new_seed, changes=ed.changes, prompt_version=PROMPT_VERSION)
+        return RefineResult(plan=new, seed=seed, changes=ed.changes, prompt_version=PROMPT_VERSION)
 
 
 def _fit_budget(plan: Plan, sections: dict, events: list[Event]) -> Plan:

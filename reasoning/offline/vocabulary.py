@@ -146,7 +146,16 @@ RULES: tuple[SoundRule, ...] = (
 FALLBACK = SoundRule("scene", "soft movement and light handling sounds", "thud", "movement rustle",
                      "quiet room tone")
 
-_BY_NAME = {r.name: r for r in RULES}
+# "When in doubt, understate": with weak or inconsistent labels the watcher names no specific source and plans
+# sounds that cannot be wrong in kind, chosen only from a coarse cue (open sky or vegetation = outdoors). Without
+# that cue the bed is neutral air, not "indoor": a street of grey buildings shows neither sky nor green.
+GENERIC_INDOOR = SoundRule("generic indoor", "soft movement and light handling sounds", "soft thud",
+                           "soft rustle of movement", "faint quiet air ambience", outdoor=False)
+GENERIC_OUTDOOR = SoundRule("generic outdoor", "soft movement in open air", "soft thud",
+                            "soft rustle of movement", "light breeze outdoors")
+GENERIC = (GENERIC_INDOOR, GENERIC_OUTDOOR)
+
+_BY_NAME = {r.name: r for r in RULES + GENERIC}
 
 
 def rule(name: str) -> SoundRule:

@@ -19,7 +19,7 @@ import numpy as np
 
 from contract.options import BackendOptions
 from reasoning.offline import vocabulary as vocab
-from reasoning.offline.motion import VisualAnalysis, analysis_cache_path, analyze_video
+from reasoning.offline.motion import VisualAnalysis, analysis_cache_path, analyze_video, contacts
 from contract.plan import CAPTION_MAX_WORDS, Event, EventKind, Plan, Provenance
 from contract.protocols import WatchResult
 from store.media import FrameGrid, VideoInfo, probe, stream_frames
@@ -32,9 +32,20 @@ PROMPT_VERSION = "offline-watch-v1"
 LOW_CONFIDENCE = 0.3  # mean top-1 probability below which the labels are called a guess
 _MIN_SHOT_S = 0.3
 _IMPACT_LEN_S = 0.25
-_MOVE_LEVEL = 0.3  # motion (0..1) above which a stretch counts as sustained movement
-_MOVE_MIN_S = 0.6
 _MAX_LISTED_TIMES = 6
+# Evidence before specificity (issue 9): a specific source is named only when the shot's keyframes agree on it
+# and its labels carry this much probability per keyframe; otherwise generic, understated sounds.
+SPECIFIC_MASS = 0.5
+SPECIFIC_MIN_FRAMES = 2
+# Impacts go only on contacts (``motion.contacts``); weaker motion is carried by the movement layer.
+IMPACT_GAIN_RANGE_DB = (-10.0, 0.0)
+# Movement: a texture whose level follows the motion energy second by second (what a soundtrack's loudness does).
+MOVE_CHUNK_S = 0.5
+MOVE_OVERLAP_S = 0.1  # = the renderer's fade on continuous sounds: neighbours crossfade
+MOVE_MIN_MOTION = 0.03  # of the clip's 95th-percentile motion (one spike must not make the rest "still")
+MOVE_TOP_DB = -6.0  # gain at the reference motion; the level falls with motion energy (10·log10)
+BED_GAIN_DB = -24.0
+_EVIDENCE_MAX = 240
 
 
 @dataclass
@@ -44,10 +55,16 @@ class Shot:
     keyframes: list[float] = field(default_factory=list)
     labels: list[list[tuple[int, tuple[str, ...], float]]] = field(default_factory=list)  # per keyframe
     rules: list[tuple[vocab.SoundRule, float]] = field(default_factory=list)
+    outdoor: bool | None = None  # coarse cue from the keyframes' colours (None: no frames)
+    specific: vocab.SoundRule | None = None  # set only when the labels are strong and consistent
+    why: str = ""  # the evidence, in words
 
     @property
     def top(self) -> vocab.SoundRule:
-        return self.rules[0][0] if self.rules else vocab.FALLBACK
+        """The rule the shot's sounds come from: the specific source when the evidence holds, else generic."""
+        if self.specific is not None:
+            return self.specific
+        return vocab.GENERIC_OUTDOOR if self.outdoor else vocab.GENERIC_INDOOR
 
     @property
     def duration_s(self) -> float:
@@ -144,6 +161,41 @@ class KeyframePool(FrameGrid):
         return [self.kept.get(k, fallback) for k in ks]
 
 
+def outdoor_cue(frames: list[np.ndarray]) -> bool | None:
+    """Open sky or vegetation in the picture: blue-dominant bright pixels in the upper third, or green-dominant
+    pixels anywhere, over 15 % of the frame. A coarse cue, robust where ImageNet labels are not."""
+    votes = []
+    for img in frames:
+        if img is None:
+            continue
+        x = np.asarray(img, dtype=np.float32) / 255.0
+        r, g, b = x[..., 0], x[..., 1], x[..., 2]
+        top = slice(0, max(1, x.shape[0] // 3))
+        sky = ((b[top] > r[top] + 0.05) & (b[top] > 0.45)).mean()
+        green = ((g > r + 0.04) & (g > b + 0.02) & (g > 0.2)).mean()
+        votes.append(sky > 0.15 or green > 0.15)
+    return None if not votes else sum(votes) * 2 >= len(votes)
+
+
+def judge_shot(shot: Shot) -> None:
+    """Name a specific source only when every keyframe's labels lead to the same rule with enough mass."""
+    per_frame = [vocab.rank(frame) for frame in shot.labels if frame]
+    if not per_frame:
+        shot.specific, shot.why = None, "no image labels"
+        return
+    tops = [r[0][0] for r in per_frame]
+    name = tops[0].name
+    mass = float(np.mean([dict((r.name, m) for r, m in ranks).get(name, 0.0) for ranks in per_frame]))
+    best = max((f[0] for f in shot.labels if f), key=lambda lab: lab[2])
+    consistent = all(t.name == name for t in tops)
+    enough = len(per_frame) >= SPECIFIC_MIN_FRAMES or mass >= 2 * SPECIFIC_MASS
+    ok = consistent and enough and mass >= SPECIFIC_MASS and tops[0] is not vocab.FALLBACK
+    shot.specific = tops[0] if ok else None
+    shot.why = (f"{len(per_frame)} keyframes, top label '{best[1][0]}' {best[2]:.2f}; rule '{name}' "
+                f"{mass:.2f}/frame{'' if consistent else ', keyframes disagree'}"
+                f"{'' if ok else ' (weak: generic sounds)'}")
+
+
 def _fmt_times(times: list[float], limit: int = _MAX_LISTED_TIMES) -> str:
     shown = ", ".join(f"{t:.1f}" for t in times[:limit])
     more = len(times) - limit
@@ -190,6 +242,10 @@ class OfflineWatcher:
 
                 clf = self._classifier = get_classifier()
             frames = pool.frames_for(video, times)
+            k = 0
+            for shot in shots:
+                shot.outdoor = outdoor_cue(frames[k:k + len(shot.keyframes)])
+                k += len(shot.keyframes)
             per_frame = iter(clf.top_labels(frames, k=5))
         except Exception as exc:  # noqa: BLE001 - any failure of the optional classifier degrades, never crashes
             log.warning("offline watcher: image labels unavailable (%s: %s); using generic sound words",
@@ -215,6 +271,7 @@ class OfflineWatcher:
         missing = self._label(video, shots, pool)
         for shot in shots:
             shot.rules = vocab.rank(lab for frame in shot.labels for lab in frame)
+            judge_shot(shot)
         top1 = [frame[0][2] for s in shots for frame in s.labels if frame]
         confidence = float(np.mean(top1)) if top1 else 0.0
         plan = self._plan(vis, shots, duration, confidence, bool(missing))
@@ -224,6 +281,8 @@ class OfflineWatcher:
                        "labels": [[(syn[0], round(p, 3)) for _, syn, p in frame] for frame in s.labels]}
                       for s in shots],
             "label_confidence": round(confidence, 3),
+            "specific": [s.specific.name if s.specific else None for s in shots],
+            "outdoor": [s.outdoor for s in shots],
             "labels_missing": missing,
             "onsets": vis.onsets, "cuts": vis.cuts,
         }
@@ -236,14 +295,19 @@ class OfflineWatcher:
               missing: bool) -> Plan:
         events = self._events(vis, shots, duration, confidence)
         weights: dict[str, float] = {}
-        for s in shots:
-            for r, m in s.rules[:3]:
-                weights[r.name] = weights.get(r.name, 0.0) + m * s.duration_s
+        for s in shots:  # the rules the sounds actually come from (generic where the labels were weak)
+            weights[s.top.name] = weights.get(s.top.name, 0.0) + s.duration_s
         ranked = [vocab.rule(n) for n, _ in sorted(weights.items(), key=lambda kv: -kv[1])] or [vocab.FALLBACK]
         main = ranked[:2]
+        uncertain = [f"{s.start_s:.1f}-{s.end_s:.1f} s: {s.why}"[:_EVIDENCE_MAX] for s in shots
+                     if s.specific is None][:32]
+        if missing:
+            uncertain.insert(0, "no image labels: every sound is generic")
+        if not any(e.kind == EventKind.impact for e in events):
+            uncertain.append("no clear contact or abrupt change seen: no impacts planned")
         sections = self._sections(vis, shots, events, main, confidence, missing)
         plan = Plan(caption=self._caption(events, main), events=events, duration_s=duration,
-                    negatives=vocab.negatives(main),
+                    negatives=vocab.negatives(main), uncertain=uncertain[:32],
                     provenance=Provenance(author="watcher", backend=NAME, model_id=MODEL_ID,
                                           prompt_version=PROMPT_VERSION),
                     **sections[0])
@@ -259,44 +323,59 @@ class OfflineWatcher:
 
         events: list[Event] = []
         strongest = max(vis.onset_strengths, default=0.0)
-        for i, (t, s) in enumerate(zip(vis.onsets, vis.onset_strengths)):
+        n_hit = 0
+        for t, s in zip(*contacts(vis)):  # weak changes, first frames and codec pulses are not contacts
             if t >= duration:
                 continue
+            n_hit += 1
             rel = s / strongest if strongest > 0 else 0.0
-            events.append(Event(id=f"hit{i + 1}", label=shot_at(t).top.hit, kind=EventKind.impact,
+            shot = shot_at(t)
+            gain = float(np.clip(20 * math.log10(max(rel, 1e-3)), *IMPACT_GAIN_RANGE_DB)) - 2.0
+            why = (f"visual onset at {t:.2f} s, strength {s:.3f} ({rel:.2f} of the clip's strongest); "
+                   f"sound from {'labels: ' + shot.specific.name if shot.specific else 'coarse cues (generic)'}")
+            events.append(Event(id=f"hit{n_hit}", label=shot.top.hit, kind=EventKind.impact,
                                 start_s=round(t, 3), end_s=round(min(duration, t + _IMPACT_LEN_S), 3),
-                                gain_db=round(float(np.clip(20 * math.log10(max(rel, 1e-3)), -18.0, 0.0)) - 2.0, 1),
-                                pan=round(vis.balance_over(t - 0.1, t + 0.1), 2),
-                                confidence=round(0.5 + 0.5 * rel, 2)))
+                                gain_db=round(gain, 1), pan=round(vis.balance_over(t - 0.1, t + 0.1), 2),
+                                confidence=round(0.5 + 0.5 * rel, 2), evidence=why[:_EVIDENCE_MAX]))
         n = 0
+        ref = float(np.percentile(vis.motion, 95)) if len(vis.motion) else 0.0
         for shot in shots:
-            for a, b in self._moving_spans(vis, shot):
+            for a, b, level in self._movement_chunks(vis, shot, ref):
                 n += 1
-                mean = float(vis.motion[(vis.times >= a) & (vis.times < b)].mean())
+                why = f"motion energy {level:.2f} (of the clip's 95th percentile) over {a:.1f}-{b:.1f} s; {shot.why}"
                 events.append(Event(id=f"move{n}", label=shot.top.move, kind=EventKind.continuous,
-                                    start_s=round(a, 3), end_s=round(b, 3), gain_db=round(-14.0 + 8.0 * mean, 1),
+                                    start_s=round(a, 3), end_s=round(b, 3),
+                                    gain_db=round(MOVE_TOP_DB + 10 * math.log10(level), 1),
                                     pan=round(vis.balance_over(a, b), 2),
-                                    confidence=round(float(np.clip(0.3 + confidence, 0.0, 1.0)), 2)))
+                                    confidence=round(float(np.clip(0.3 + confidence, 0.0, 1.0)), 2),
+                                    evidence=why[:_EVIDENCE_MAX]))
         for i, shot in enumerate(shots):
+            cue = "outdoor" if shot.outdoor else "indoor" if shot.outdoor is not None else "unknown"
+            why = f"shot {shot.start_s:.1f}-{shot.end_s:.1f} s, colours look {cue}; {shot.why}"
             events.append(Event(id=f"amb{i + 1}", label=shot.top.bed, kind=EventKind.ambience,
-                                start_s=round(shot.start_s, 3), end_s=round(shot.end_s, 3), gain_db=-20.0,
-                                pan=0.0, confidence=round(float(np.clip(confidence, 0.05, 1.0)), 2)))
+                                start_s=round(shot.start_s, 3), end_s=round(shot.end_s, 3), gain_db=BED_GAIN_DB,
+                                pan=0.0, confidence=round(float(np.clip(confidence, 0.05, 1.0)), 2),
+                                evidence=why[:_EVIDENCE_MAX]))
         return sorted(events, key=lambda e: (e.start_s, e.kind.value))
 
     @staticmethod
-    def _moving_spans(vis: VisualAnalysis, shot: Shot) -> list[tuple[float, float]]:
-        inside = (vis.times >= shot.start_s) & (vis.times < shot.end_s)
-        moving = inside & (vis.motion >= _MOVE_LEVEL)
-        spans, start = [], None
-        for t, m in zip(vis.times, moving):
-            if m and start is None:
-                start = t
-            elif not m and start is not None:
-                spans.append((start, t))
-                start = None
-        if start is not None:
-            spans.append((start, min(shot.end_s, float(vis.times[-1]) + 1.0 / vis.fps)))
-        return [(float(a), float(b)) for a, b in spans if b - a >= _MOVE_MIN_S]
+    def _movement_chunks(vis: VisualAnalysis, shot: Shot, ref: float) -> list[tuple[float, float, float]]:
+        """(start, end, motion / ref) pieces of about MOVE_CHUNK_S where something moves, overlapping by
+        MOVE_OVERLAP_S so their fades cross: the texture's level steps with the motion energy, not one flat level."""
+        out = []
+        if len(vis.times) == 0 or ref <= 1e-6:
+            return out
+        t = shot.start_s
+        while t < shot.end_s - 0.1:
+            b = min(shot.end_s, t + MOVE_CHUNK_S)
+            if shot.end_s - b < 0.2:
+                b = shot.end_s
+            inside = (vis.times >= t) & (vis.times < b)
+            level = min(1.0, float(vis.motion[inside].mean()) / ref) if inside.any() else 0.0
+            if level >= MOVE_MIN_MOTION:
+                out.append((max(shot.start_s, t - MOVE_OVERLAP_S / 2), min(shot.end_s, b + MOVE_OVERLAP_S / 2), level))
+            t = b
+        return out
 
     @staticmethod
     def _caption(events: list[Event], main: list[vocab.SoundRule]) -> str:
@@ -342,7 +421,7 @@ class OfflineWatcher:
         outdoor = sum(s.duration_s for s in shots if s.top.outdoor) >= 0.5 * total
         hard = sum(s.duration_s for s in shots if s.top.hard) >= 0.5 * total
         texture = "crisp, punchy transients" if hard else "soft, natural detail"
-        aesthetic = f"{texture} over {'a light outdoor' if outdoor else 'a dry indoor'} bed, close-miked"
+        aesthetic = f"{texture} over {'a light outdoor' if outdoor else 'a quiet, dry'} bed, close-miked"
 
         if hits:
             sides = [_side_word(e.pan) for e in hits]
