@@ -246,6 +246,14 @@ def _same_audio_as(ctx: RunContext, state: RunState, plan, seed: int) -> int | N
     without rendering (an optional ``fingerprint(plan, seed)``); None otherwise."""
     renderer = backends.get("renderer", ctx.cfg)
     fingerprint = getattr(renderer, "fingerprint", None)
+    if plan.segments:  # segment by segment (each renders on its own)
+        try:
+            return segmenting.same_audio_as(renderer, plan, seed, [
+                (r.index, _plan(r), r.seed) for r in ctx.store.rounds(state["run_id"], branch=state["branch"])
+                if r.audio_artifact_id is not None and r.plan_json])
+        except Exception as exc:  # noqa: BLE001 - a failed shortcut only costs a render
+            log.warning("segment fingerprints failed (%s: %s); rendering the round", type(exc).__name__, exc)
+            return None
     if fingerprint is None:
         return None
     try:

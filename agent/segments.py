@@ -327,6 +327,23 @@ def prune(renderer: Any, done: Sequence[tuple[Plan, int]], keep: tuple[Plan, int
     return removed
 
 
+def same_audio_as(renderer: Any, plan: Plan, seed: int, earlier: Sequence[tuple[int, Plan, int]]) -> int | None:
+    """Index of an earlier round whose every segment would render the same audio as ``plan``'s (by the renderer's
+    optional ``fingerprint`` of each segment's own plan, else by the segment's cache key); None otherwise. The
+    whole plan's fingerprint cannot tell: it does not know what a segment's own extras and seed change."""
+    fingerprint = getattr(renderer, "fingerprint", None)
+    sr = SegmentRun(Path("."), None, "")
+
+    def identity(p: Plan, sd: int) -> list:
+        return [fingerprint(sub, s) if fingerprint is not None else key for sub, s, key in _keys(renderer, p, sd, sr)]
+
+    mine = identity(plan, seed)
+    for index, p, sd in earlier:
+        if p.segments is not None and len(p.segments) == len(plan.segments or []) and identity(p, sd) == mine:
+            return index
+    return None
+
+
 def _to_wav(src: Path, dst: Path) -> None:
     """A segment's render into the cache as a WAV (atomically)."""
     if Path(src).suffix.lower() == ".wav":
@@ -479,6 +496,7 @@ def refine(refiner: Any, plan: Plan, crit: Critique, thresholds: dict[str, float
     new = plan
     changes: list[str] = []
     prompt_version = raw = ""
+    stopped: list[str] = []
     for k in weak_segments(crit, thresholds):
         part = by_index[k]
         sub = seg.sub_plan(new, k)
@@ -487,9 +505,15 @@ def refine(refiner: Any, plan: Plan, crit: Critique, thresholds: dict[str, float
         sd = seed_of(new, k, seed)
         video, vinfo = sr.proxy(k)
         res = refiner.refine(sub, sub_crit, failing, round_index, sd, video=video, info=vinfo)
+        if getattr(res, "stop", ""):  # nothing audible left to try here: this segment stays as it is
+            stopped.append(f"segment {k}: {res.stop}")
+            continue
         new = seg.merge(new, k, res.plan, seed=res.seed if res.seed != sd else None)
         changes += [f"segment {k}: {c}" for c in res.changes]
         prompt_version, raw = res.prompt_version or prompt_version, (raw + "\n" + res.raw_output).strip()
+    if not changes and stopped:  # every weak segment is done: the loop stops instead of rendering the same
+        return RefineResult(plan=plan, seed=seed, changes=stopped, stop="; ".join(stopped)[:2000])
+    changes += stopped
     out = plan.derive("refiner", events=[e.model_dump() for e in new.events],
                       segments=[s.model_dump() for s in new.segments or []])
     return RefineResult(plan=out, seed=seed, changes=changes, raw_output=raw[:200_000], prompt_version=prompt_version)

@@ -228,6 +228,8 @@ def test_a_refined_round_renders_only_the_weak_segments(tmp_path):
 
 
 # ---- a 2-minute multi-scene clip, end to end on the offline default -------------------------------------------------
+THRESHOLDS = {"semantic": 0.0, "temporal": 0.0, "aesthetic": 0.0, "spatial": 0.97}
+
 @pytest.fixture(scope="module")
 def multiscene(tmp_path_factory):
     from agent import backends, runs
@@ -238,9 +240,8 @@ def multiscene(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("multiscene")
     clip = make_multiscene_clip(tmp / "multi.mp4")
     store = Store(tmp / "home" / "fl.db")
-    # temporal is the only bar: the glide shots (motion without contact) score under it, the bounce shots over it
-    cfg = RunConfig(rounds=2, device="cpu",
-                    thresholds={"semantic": 0.0, "temporal": 0.6, "aesthetic": 0.0, "spatial": 0.0})
+    # spatial is the only bar, set so that some segments pass it and some do not (the length-weighted mean fails)
+    cfg = RunConfig(rounds=2, device="cpu", thresholds=THRESHOLDS)
     runs.dub(store, clip, cfg, out=tmp / "out.mp4")
     yield store, store.list_runs()[0]
     backends.clear_cache()
@@ -277,8 +278,7 @@ def test_multiscene_refined_round_rerenders_only_the_weak_segments(multiscene):
     store, run = multiscene
     rounds = store.rounds(run.id)
     assert len(rounds) == 2
-    weak = S.weak_segments(Critique.from_json(rounds[0].critique_json),
-                           {"semantic": 0.0, "temporal": 0.6, "aesthetic": 0.0, "spatial": 0.0})
+    weak = S.weak_segments(Critique.from_json(rounds[0].critique_json), THRESHOLDS)
     n = len(Plan.from_stored(rounds[0].plan_json).segments)
     assert weak and len(weak) < n
     meta = json.loads(rounds[1].timings_json)["render_meta"]["segments"]
@@ -332,3 +332,28 @@ def test_each_segment_gets_its_own_caption_and_timing(tmp_path):
     assert second.sections["temporal"] == \
         f"birdsong throughout; twig snap at {50.0 - second.render_start_s:.1f} s"
     assert cs.sub_plan(plan, 1).temporal == second.sections["temporal"]
+
+
+def test_weak_segments_with_nothing_left_to_try_stop_the_loop(tmp_path):
+    parts = cs.split(60.0, [30.0], 40.0, cues=["a", "b"])
+    events = [Event(id=f"bed{i}", label="wind", kind="ambience", start_s=30.0 * i, end_s=30.0 * (i + 1),
+                    gain_db=-20.0) for i in range(2)]
+    plan = _plan(60.0, events, parts)
+    renderer, critic = CountingRenderer(), ScoringCritic()
+    run = S.prepare(plan, None, None, tmp_path / "cache")
+    S.render(renderer, plan, 0, tmp_path / "r0.wav", run)
+    crit = S.critique(critic, renderer, plan, 0, run)
+    thresholds = {"semantic": 0.5, "temporal": 0.5, "aesthetic": 0.5, "spatial": 0.5}
+
+    class Done:
+        name, model_id = "done", "done-1"
+
+        def refine(self, plan, critique, failing, round_index, seed, video=None, info=None):
+            return RefineResult(plan=plan, seed=seed, stop="no audible change")
+
+    res = S.refine(Done(), plan, crit, thresholds, 1, 0, run)
+    assert res.stop == "segment 0: no audible change; segment 1: no audible change"
+    # a segment's own change is what tells rounds apart: the same plan again is the same audio, per segment
+    assert S.same_audio_as(renderer, plan, 0, [(0, plan, 0)]) == 0
+    louder = S.refine(LouderRefiner(), plan, crit, thresholds, 1, 0, run).plan
+    assert S.same_audio_as(renderer, louder, 0, [(0, plan, 0)]) is None
