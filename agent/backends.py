@@ -67,6 +67,8 @@ REGISTRY: dict[str, dict[str, str]] = {
 }
 
 _cache: dict[tuple, Any] = {}
+_loaded: set[tuple] = set()  # keys whose instance has run load()
+_load_locks: dict[tuple, threading.Lock] = {}
 _lock = threading.RLock()  # a factory may look up a peer backend (the judge's metric critic)
 
 
@@ -84,6 +86,7 @@ def _module(role: str, name: str):
 
 
 def _key(role: str, name: str, cfg: RunConfig) -> tuple:
+    cfg = cfg.resolved()  # "auto" and what it resolves to are one backend
     return (role, name, repr(sorted(cfg.opts(role).items())), cfg.device, cfg.dtype)
 
 
@@ -105,7 +108,9 @@ _bank_lookup = None
 
 
 def options_for(role: str, cfg: RunConfig, name: str | None = None) -> BackendOptions:
-    """The slice of the run config that the ``role`` backend may see, plus the lookups it may need."""
+    """The slice of the run config that the ``role`` backend may see, plus the lookups it may need. A backend
+    never sees "auto": device and dtype are resolved for this machine (``RunConfig.resolved``)."""
+    cfg = cfg.resolved()
     return BackendOptions(role=role, name=name or chosen(role, cfg), params=cfg.opts(role), device=cfg.device,
                           dtype=cfg.dtype, seed=cfg.seed, thresholds=dict(cfg.thresholds),
                           peer=lambda r, n: get(r, cfg, name=n), references=_references)
@@ -118,6 +123,53 @@ def get(role: str, cfg: RunConfig, name: str | None = None):
         if key not in _cache:
             _cache[key] = _module(role, name).make(options_for(role, cfg, name))
         return _cache[key]
+
+
+def _is_loaded(backend: Any, key: tuple) -> bool:
+    """A backend that says whether its models are in memory (``loaded``, e.g. after the device manager released
+    them) is asked; otherwise ``load()`` has run once for this instance."""
+    flag = getattr(backend, "loaded", None)
+    return bool(flag) if isinstance(flag, bool) else key in _loaded
+
+
+def load(role: str, cfg: RunConfig, name: str | None = None):
+    """``get`` plus the backend's ``load()`` (its models into memory now, if it has one and they are not already
+    there), so that callers can time loading apart from the work. Instances are shared, so a worker or batch that
+    keeps them (and does not release their models) loads once for every job of the same configuration."""
+    name = name or chosen(role, cfg)
+    backend = get(role, cfg, name)
+    key = _key(role, name, cfg)
+    fn = getattr(backend, "load", None)
+    if callable(fn) and not _is_loaded(backend, key):
+        with _load_locks.setdefault(key, threading.Lock()):  # concurrent runs in one process load once
+            if not _is_loaded(backend, key):
+                fn()
+                _loaded.add(key)
+    return backend
+
+
+def install(role: str, cfg: RunConfig, backend: Any) -> Any:
+    """Make ``backend`` the instance ``get(role, cfg)`` returns (e.g. a batching wrapper around the cached one);
+    returns the instance it replaces (None when there was none)."""
+    key = _key(role, chosen(role, cfg), cfg)
+    with _lock:
+        before = _cache.get(key)
+        _cache[key] = backend
+        return before
+
+
+def keys_for(cfg: RunConfig, roles: tuple[str, ...] = ("watcher", "renderer", "critic", "refiner")) -> set[tuple]:
+    """The cache keys of a config's backends (two configs with equal keys share loaded instances)."""
+    return {_key(role, chosen(role, cfg), cfg) for role in roles}
+
+
+def forget(keys: set[tuple] | None = None) -> None:
+    """Drop cached instances (all, or those ``keys``) so their models can be freed; they rebuild on next use."""
+    with _lock:
+        for key in list(_cache) if keys is None else keys:
+            _cache.pop(key, None)
+            _loaded.discard(key)
+            _load_locks.pop(key, None)
 
 
 def describe_all(cfg: RunConfig | None = None) -> list[dict]:
@@ -136,5 +188,4 @@ def describe_all(cfg: RunConfig | None = None) -> list[dict]:
 
 
 def clear_cache() -> None:
-    with _lock:
-        _cache.clear()
+    forget()

@@ -22,10 +22,12 @@ import json
 import logging
 import math
 import os
+import queue as queue_mod
 import re
 import shutil
 import socket
 import tempfile
+import threading
 import time
 import uuid
 from collections import deque
@@ -40,7 +42,7 @@ from sqlmodel import col, select
 
 from agent import backends, nodes, outputs, runs
 from agent.config import RunConfig
-from agent.devices import DeviceManager
+from agent.devices import KeepLoaded, resolve_device
 from contract.errors import UserError
 from store import media
 from store.db import Store
@@ -318,14 +320,6 @@ def check_existing(store: Store, clips: list[Clip], force: bool, resume: bool) -
 
 
 # ---- the worker: dubs into its own scratch store ------------------------------------------------------------------
-class KeepLoaded(DeviceManager):
-    """A batch worker's device manager: a finished clip keeps its models loaded for the next one (``before`` still
-    makes room on an accelerator)."""
-
-    def release_all(self) -> list[str]:
-        return []
-
-
 def _one_line(exc: BaseException) -> str:
     return " ".join(f"{type(exc).__name__}: {exc}".split())[:2000]
 
@@ -346,14 +340,18 @@ class ClipWorker:
     the same host once this process is gone."""
 
     def __init__(self, scratch_root: str | Path | None = None, handoff: str | Path | None = None,
-                 setup: Iterable[str] = (), in_ray: bool = False):
+                 setup: Iterable[str] = (), in_ray: bool = False, slot: int = 0):
+        """``slot`` k > 0: one more worker in this process (``--batch-size``), with a scratch store of its own."""
         run_setup(setup)
         self.host, self.pid, self.in_ray = socket.gethostname(), os.getpid(), in_ray
         self.root = Path(scratch_root or tempfile.gettempdir()) / "foleyloop-batch"
         self.root.mkdir(parents=True, exist_ok=True)
-        self._clean_dead()
+        if slot == 0:
+            self._clean_dead()
         self.dir = self.root / f"{self.host}-{self.pid}"
-        self.dir.mkdir(exist_ok=True)
+        if slot:
+            self.dir = self.dir / f"slot{slot}"
+        self.dir.mkdir(parents=True, exist_ok=True)
         self.handoff = self.dir / "handoff" if handoff == "local" else Path(handoff) if handoff else None
         if self.handoff is not None:
             self.handoff.mkdir(parents=True, exist_ok=True)
@@ -481,38 +479,114 @@ class WorkersLost(RuntimeError):
 
 # ---- engines ------------------------------------------------------------------------------------------------------
 class LocalEngine:
-    """One worker in this process, one clip at a time; artifacts handed over as files in its scratch folder."""
+    """Workers in this process; artifacts handed over as files in their scratch folders. ``batch_size`` 1: one
+    clip at a time. N > 1: N clips at once in threads, and a renderer with ``render_batch`` (ThinkSound) renders
+    their requests together (``agent.batching``): clips of one duration bucket share each forward."""
 
     name = "local"
 
     def __init__(self, scratch_root: str | Path | None = None, setup: Iterable[str] = (),
-                 on_event: runs.OnEvent = None):
+                 on_event: runs.OnEvent = None, batch_size: int = 1):
+        if batch_size < 1:
+            raise UserError(f"--batch-size must be >= 1, got {batch_size}")
         self.scratch_root, self.setup, self.on_event = scratch_root, list(setup), on_event
+        self.batch_size = int(batch_size)
         self.worker: Optional[ClipWorker] = None
         self.queue: deque = deque()
+        self.idle: list[ClipWorker] = []
+        self.workers: list[ClipWorker] = []
+        self.results: "queue_mod.Queue[tuple[int, Any, ClipWorker]]" = queue_mod.Queue()
+        self.batchers: dict[tuple, Any] = {}  # renderer cache key → RenderBatcher
+        self._restore: list[tuple[RunConfig, Any]] = []
+        self._lock = threading.Lock()
 
     def start(self) -> dict:
         return {"gpus": None}
 
     def launch(self, needs_gpu: bool, n_clips: int) -> None:
         self.worker = ClipWorker(self.scratch_root, handoff="local", setup=self.setup)
+        self.workers = [self.worker]
+        if self.batch_size > 1:
+            self.workers += [ClipWorker(self.scratch_root, handoff="local", slot=k)
+                             for k in range(1, min(self.batch_size, max(1, n_clips)))]
+            self.idle = list(self.workers)
 
     def free(self) -> int:
+        if self.batch_size > 1:
+            return len(self.idle)
         return 0 if self.queue else 1
 
     def submit(self, key: int, task: dict, ship: bool = False) -> None:
-        self.queue.append((key, task))
+        if self.batch_size == 1:
+            self.queue.append((key, task))
+            return
+        worker = self.idle.pop()
+        try:
+            batcher = self._batcher(task["config"])
+        except Exception as exc:  # e.g. the renderer cannot be built: the clip's own dub reports it
+            log.debug("no batcher for clip %s: %s", key, exc)
+            batcher = None
+        if batcher is not None:
+            batcher.enter()  # counted before its thread runs, so no batch starts without it
+        threading.Thread(target=self._dub, args=(key, task, worker, batcher), name=f"batch-clip-{key}",
+                         daemon=True).start()
+
+    def _batcher(self, cfg_json: str):
+        """The batcher of this clip's renderer, installed in the backend registry on first use (None: the
+        renderer cannot render batches)."""
+        from agent.batching import BatchingRenderer, RenderBatcher
+
+        cfg = RunConfig.model_validate_json(cfg_json).resolved()
+        key = next(iter(backends.keys_for(cfg, ("renderer",))))
+        with self._lock:
+            if key not in self.batchers:
+                inner = backends.get("renderer", cfg)
+                if isinstance(inner, BatchingRenderer):
+                    inner = inner.inner
+                batcher = RenderBatcher(inner, self.batch_size) if callable(getattr(inner, "render_batch", None)) \
+                    else None
+                if batcher is not None:
+                    self._restore.append((cfg, backends.install("renderer", cfg, BatchingRenderer(inner, batcher))))
+                self.batchers[key] = batcher
+            return self.batchers[key]
+
+    def _dub(self, key: int, task: dict, worker: ClipWorker, batcher) -> None:
+        try:
+            result: Any = worker.dub(task, on_event=self.on_event)
+        except Exception as exc:
+            result = exc
+        finally:
+            if batcher is not None:
+                batcher.leave()
+        self.results.put((key, result, worker))
 
     def wait(self) -> list[tuple[int, Any]]:
+        if self.batch_size > 1:
+            got = [self.results.get()]
+            while True:
+                try:
+                    got.append(self.results.get_nowait())
+                except queue_mod.Empty:
+                    break
+            self.idle += [w for _, _, w in got]
+            return [(k, r) for k, r, _ in got]
         key, task = self.queue.popleft()
         try:
             return [(key, self.worker.dub(task, on_event=self.on_event))]
         except Exception as exc:
             return [(key, exc)]
 
+    def render_batches(self) -> list[int]:
+        """Sizes of every cross-clip render_batch call so far."""
+        return [n for b in self.batchers.values() if b is not None for n in b.batches]
+
     def close(self) -> None:
-        if self.worker is not None:
-            self.worker.close()
+        for cfg, before in self._restore:  # the registry gets its plain renderer back
+            if before is not None:
+                backends.install("renderer", cfg, before)
+        self._restore.clear()
+        for w in reversed(self.workers or ([self.worker] if self.worker else [])):
+            w.close()
 
 
 class RayEngine:
@@ -697,11 +771,19 @@ class Batch:
         if self.auto_device:  # --device auto on a cluster: the cluster's GPUs decide, not the driver's
             device = "cuda" if cluster.get("gpus") else "cpu"
             self.clips = [replace(c, cfg=c.cfg.model_copy(update={"device": device})) for c in self.clips]
+        # Resume keys hash the config as recorded, so it is resolved once here (dtype "auto" → this machine's
+        # check); on a Ray cluster an "auto" dtype is left for each worker's hardware to decide, and kept as "auto".
+        self.clips = [replace(c, cfg=self._resolved(c.cfg)) for c in self.clips]
         check_existing(self.store, self.clips, self.force, self.resume)
         needs_gpu = any(c.cfg.device.startswith("cuda") for c in self.clips)
         if needs_gpu and cluster.get("gpus") == 0:
             raise UserError("the clips run on CUDA but the Ray cluster has no GPU (use --device cpu)")
         self.engine.launch(needs_gpu, len(self.clips))
+
+    def _resolved(self, cfg: RunConfig) -> RunConfig:
+        if getattr(self.engine, "name", "") == "ray" and cfg.dtype == "auto":
+            return cfg.model_copy(update={"device": resolve_device(cfg.device)}) if cfg.device == "auto" else cfg
+        return cfg.resolved()
 
     def run(self) -> BatchReport:
         try:
@@ -766,7 +848,8 @@ class Batch:
                 self.store.update_run(run_id, error=None)
         if run_id is None:
             try:
-                run_id = runs.create_dub_run(self.store, clip.path, clip.cfg, status="queued", out=clip.out)
+                run_id = runs.create_dub_run(self.store, clip.path, clip.cfg, status="queued", out=clip.out,
+                                             resolve=False)  # resolved in prepare (the resume key's config)
             except media.MediaError as exc:  # recorded as a failed run by the service
                 self._emit(Outcome(clip, "failed", None, error=" ".join(str(exc).split())))
                 return None

@@ -6,6 +6,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from contract.options import DEFAULT_THRESHOLDS
 from contract.plan import DIMENSIONS
+from models.precision import DTYPES
 
 
 MAX_SEED = 2**31 - 1  # the studio's bound too; refined rounds add one per round
@@ -27,7 +28,7 @@ class RunConfig(BaseModel):
     max_duration_s: float = Field(default=600.0, gt=0)
     keep_original: str = "drop"  # drop | mix
     device: str = "cpu"
-    dtype: str = "fp32"
+    dtype: str = "auto"  # resolved (models.precision) before a run is recorded: runs store fp32 | fp16 | bf16
     # Per-backend options, e.g. {"watcher": {"model": PATH}, "renderer": {"weights": DIR, "steps": 24}}.
     options: dict[str, dict] = Field(default_factory=dict)
 
@@ -38,6 +39,13 @@ class RunConfig(BaseModel):
             if k not in DIMENSIONS:
                 raise ValueError(f"unknown dimension {k!r} in thresholds")
         return {**DEFAULT_THRESHOLDS, **v}
+
+    @field_validator("dtype")
+    @classmethod
+    def _dtype(cls, v: str) -> str:
+        if v not in DTYPES:
+            raise ValueError(f"dtype must be {', '.join(DTYPES)}, got {v!r}")
+        return v
 
     @field_validator("keep_original")
     @classmethod
@@ -57,6 +65,17 @@ class RunConfig(BaseModel):
     @property
     def refiner_name(self) -> str:
         return self.refiner or (self.watcher if self.watcher in ("qwen", "openai") else "offline")
+
+    def resolved(self) -> "RunConfig":
+        """``device="auto"`` and ``dtype="auto"`` made concrete for this machine (what a run records and hashes)."""
+        from agent.devices import resolve_device
+        from models.precision import resolve
+
+        device = resolve_device(self.device)
+        dtype = resolve(self.dtype, device)
+        if (device, dtype) == (self.device, self.dtype):
+            return self
+        return self.model_copy(update={"device": device, "dtype": dtype})
 
     def opts(self, role: str) -> dict:
         return dict(self.options.get(role, {}))

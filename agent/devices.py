@@ -65,3 +65,15 @@ class DeviceManager:
     def release_all(self) -> list[str]:
         """A finished run frees every model it loaded (the next run reloads what it needs)."""
         return self.slots.release()
+
+
+class KeepLoaded(DeviceManager):
+    """A long-lived process's device manager (batch worker, ``foleyloop worker``): a finished run keeps its models
+    loaded for the next one (``before`` still makes room on an accelerator)."""
+
+    def release_all(self) -> list[str]:
+        return []
+
+
+# Backend roles → the model-cache roles their models are held under (``ModelSlots.get(role=)``).
+CACHE_ROLE = {"watcher": "vlm", "refiner": "vlm", "renderer": "renderer", "critic": "critic"}

@@ -28,7 +28,7 @@ from sqlalchemy import update
 
 from agent import backends, graph, nodes, outputs
 from agent.config import RunConfig
-from agent.devices import DeviceManager, resolve_device
+from agent.devices import DeviceManager
 from agent.state import RunContext, RunState, thread_id
 from contract.errors import UserError
 from contract.plan import Event, EventKind, Plan, PlanInvalid, Provenance
@@ -77,8 +77,8 @@ def check_plan(plan: Plan | str | dict, length: float | None) -> Plan:
 
 
 def _resolved(cfg: RunConfig) -> RunConfig:
-    """``device="auto"`` becomes the concrete device before anything is recorded."""
-    return cfg if cfg.device != "auto" else cfg.model_copy(update={"device": resolve_device("auto")})
+    """``device="auto"`` and ``dtype="auto"`` become concrete before anything is recorded."""
+    return cfg.resolved()
 
 
 # ---- driving the graph ------------------------------------------------------------------------------------------
@@ -201,18 +201,25 @@ def close_interrupted(store: Store, run_id: str) -> int:
 
 
 def _load_backends(cfg: RunConfig, roles=ROLES) -> dict:
-    return {role: backends.get(role, cfg) for role in roles}
+    """Every backend of the run with its models loaded now (``backends.load`` calls each ``load()``), so the run's
+    ``load`` timing is the real loading time and round 0's nodes pay none of it."""
+    return {role: backends.load(role, cfg) for role in roles}
 
 
-def _record_model_ids(store: Store, run_id: str, cfg: RunConfig) -> None:
-    """Load the backends (timed separately from the rounds) and record their model ids on the Run."""
+def _record_model_ids(store: Store, run_id: str, cfg: RunConfig, branch: int = 0) -> None:
+    """Load the backends (timed separately from the rounds) and record their model ids on the Run. A failure
+    fails the run (branch 0) or only the fork that was about to run."""
     t0 = time.perf_counter()
     ids = describe_backends(cfg)
     roles = ROLES if store.get_run(run_id).kind == "dub" else ROLES[1:]
     try:
         loaded = _load_backends(cfg, roles)
     except Exception as exc:  # missing weights etc.: the run must not stay "running"
-        store.update_run(run_id, status="failed", error=f"{type(exc).__name__}: {exc}"[:2000])
+        msg = f"{type(exc).__name__}: {exc}"[:2000]
+        if branch == 0:
+            store.update_run(run_id, status="failed", error=msg)
+        else:
+            _fail_branch(store, run_id, branch, msg)
         raise
     for role, backend in loaded.items():
         ids[f"{role}_model_id"] = getattr(backend, "model_id", getattr(backend, "name", role))
@@ -222,13 +229,14 @@ def _record_model_ids(store: Store, run_id: str, cfg: RunConfig) -> None:
 
 # ---- dubbing ------------------------------------------------------------------------------------------------
 def create_dub_run(store: Store, video: str | Path, cfg: RunConfig, status: str = "queued",
-                   out: str | Path | None = None, load_backends: bool = False) -> str:
+                   out: str | Path | None = None, load_backends: bool = False, resolve: bool = True) -> str:
     """Probe the input once and record a Run carrying the probe; bad input records a failed Run and raises
     MediaError. ``out``, when given, must be a container that can hold the input's video (UserError).
+    ``resolve=False``: the caller resolved the config already (or leaves dtype "auto" to a remote worker).
     ``load_backends`` (a dub that runs now, in this process) loads every backend before the run is recorded, so
     missing or bad weights (ModelMissing/BadWeights) record nothing; a queued run leaves that to its worker."""
     path = Path(video)
-    cfg = _resolved(cfg)
+    cfg = _resolved(cfg) if resolve else cfg
     store.require_writable()
     try:
         info = nodes.check_video(path, cfg.max_duration_s)
@@ -298,7 +306,7 @@ def failed_branches(store: Store, run_id: str) -> list[int]:
 
 
 def resume(store: Store, run_id: str, answer: dict | None = None, on_event: OnEvent = None,
-           retry_failed: bool = False) -> dict:
+           retry_failed: bool = False, devices: Optional[DeviceManager] = None) -> dict:
     """Continue a killed, failed or paused run from its last checkpoints; ``answer`` resumes a review pause.
     A failed fork is retried only with ``retry_failed``."""
     run = store.get_run(run_id)
@@ -309,19 +317,22 @@ def resume(store: Store, run_id: str, answer: dict | None = None, on_event: OnEv
     cfg = RunConfig.model_validate_json(run.config_json)
     close_interrupted(store, run.id)
     results = {}
-    for branch in open_branches(store, run.id, retry_failed):
+    todo = open_branches(store, run.id, retry_failed)
+    if todo:  # loaded (and timed) before any node runs, as in a fresh dub
+        _record_model_ids(store, run.id, cfg, branch=todo[0])
+    for branch in todo:
         snap = _snapshot(store, run.id, branch)
         if not snap.values:  # recorded (a fork, or a dub killed while loading) but never started
             if branch == 0 and run.kind == "dub":
-                results[branch] = execute_dub(store, run.id, None, on_event=on_event)
+                results[branch] = execute_dub(store, run.id, None, on_event=on_event, devices=devices)
             else:
-                results[branch] = execute_branch(store, run.id, branch, on_event=on_event)
+                results[branch] = execute_branch(store, run.id, branch, on_event=on_event, devices=devices)
             continue
         if branch and _branch_status(run, branch) == "failed":
             _revive_branch(store, run.id, branch)
         payload = Command(resume=answer or {"action": "approve"}) if snap.interrupts else None
         results[branch] = _run_branch(store, cfg, run.id, branch, payload, on_event,
-                                      snap.values.get("rounds_cap", cfg.rounds))
+                                      snap.values.get("rounds_cap", cfg.rounds), devices)
     return results.get(0) or next(iter(results.values()), {})
 
 
@@ -360,16 +371,19 @@ def fork(store: Store, run_id: str, round_id: int, plan: Plan, rounds: int | Non
 
 
 def execute_branch(store: Store, run_id: str, branch: int, out: str | Path | None = None,
-                   rounds: int | None = None, force: bool = False, on_event: OnEvent = None) -> dict:
+                   rounds: int | None = None, force: bool = False, on_event: OnEvent = None,
+                   devices: Optional[DeviceManager] = None) -> dict:
     """Run a branch that enters at render (a fork, or a text run's rounds); continue it if it was cut short."""
     run = store.get_run(run_id)
     cfg = RunConfig.model_validate_json(run.config_json)
     snap = _snapshot(store, run.id, branch)
+    _record_model_ids(store, run.id, cfg, branch)  # loaded (and timed) before any node runs
     if snap.next:  # killed or failed part-way (e.g. a reclaimed worker job): continue from its checkpoint
         close_interrupted(store, run.id)
         if branch and _branch_status(run, branch) == "failed":
             _revive_branch(store, run.id, branch)
-        return _run_branch(store, cfg, run.id, branch, None, on_event, snap.values.get("rounds_cap", cfg.rounds))
+        return _run_branch(store, cfg, run.id, branch, None, on_event, snap.values.get("rounds_cap", cfg.rounds),
+                           devices)
     first = store.rounds(run.id, branch=branch)[0]
     cap = rounds or cfg.rounds
     state: RunState = {"run_id": run.id, "branch": branch, "video_path": run.video_path or None,
@@ -377,7 +391,7 @@ def execute_branch(store: Store, run_id: str, branch: int, out: str | Path | Non
                        "round_index": 0, "current_round_id": first.id, "best_round_id": None,
                        "best_overall": None, "rounds_without_improvement": 0, "stop_reason": None,
                        "seed": first.seed}
-    return _run_branch(store, cfg, run.id, branch, state, on_event, cap)
+    return _run_branch(store, cfg, run.id, branch, state, on_event, cap, devices)
 
 
 def regenerate(store: Store, run_id: str, round_id: int, plan: Plan, out: str | Path | None = None,
@@ -423,9 +437,12 @@ def text_to_audio(store: Store, plan: Plan, cfg: RunConfig, out: str | Path | No
     plan = check_plan(plan, None)
     store.require_writable()
     cfg = _resolved(cfg)
+    t0 = time.perf_counter()
     _load_backends(cfg, ROLES[1:])
+    load_s = time.perf_counter() - t0
     run = store.create_run(kind="text", prompt=plan.caption, duration_s=plan.duration_s,
                            config_json=cfg.model_dump_json(), status="running", backends_json=describe_backends(cfg))
+    store.add_timing(run.id, "load", load_s)
     store.add_round(run_id=run.id, index=0, branch=0, author=plan.provenance.author or "human",
                     plan_json=plan.to_json(), seed=cfg.seed)
     _record_model_ids(store, run.id, cfg)

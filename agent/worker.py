@@ -156,9 +156,10 @@ def output_path(store: Store, run: Run, branch: int = 0) -> Path:
     return store.home / "outputs" / name
 
 
-def execute(store: Store, job: Job) -> None:
+def execute(store: Store, job: Job, devices=None) -> None:
     """Run one job to its end (or to a review pause). Exceptions propagate; the service has recorded the failure
-    (on the run, or on the fork's branch only)."""
+    (on the run, or on the fork's branch only). ``devices``: the run's device manager (a worker passes one that
+    keeps models loaded for its next job)."""
     from agent import runs
 
     payload = json.loads(job.payload_json or "{}")
@@ -169,24 +170,54 @@ def execute(store: Store, job: Job) -> None:
         if run.status == "review" and runs.pending_review(store, run.id) is not None:
             log.info("run %s is already paused for review; nothing to do", run.id)
         elif store.rounds(run.id):  # a previous worker died mid-run: continue from the checkpoint
-            runs.resume(store, run.id)
+            runs.resume(store, run.id, devices=devices)
         else:
-            runs.execute_dub(store, run.id, output_path(store, run), force=True)
+            runs.execute_dub(store, run.id, output_path(store, run), force=True, devices=devices)
     elif job.kind == "regenerate":
         branch = int(payload["branch"])
         runs.execute_branch(store, run.id, branch, output_path(store, run, branch), rounds=payload.get("rounds"),
-                            force=True)
+                            force=True, devices=devices)
     elif job.kind == "resume":
-        runs.resume(store, run.id, payload.get("answer"))
+        runs.resume(store, run.id, payload.get("answer"), devices=devices)
     else:
         raise ValueError(f"unknown job kind {job.kind!r} (known: {', '.join(KINDS)})")
 
 
 class Worker:
+    """Claims and runs jobs. Models stay warm between jobs: consecutive jobs whose backends have the same
+    configuration share the loaded instances (``load()`` runs once); a job with other backends first frees the
+    models of the roles whose configuration changed."""
+
     def __init__(self, store: Store, cfg: WorkerConfig | None = None, worker_id: str | None = None):
         self.store, self.cfg = store, cfg or WorkerConfig()
         self.id = worker_id or worker_name()
         self.stopping = threading.Event()
+        self.warm: dict[str, tuple] = {}  # role → backend cache key of the models kept from the last job
+
+    def _devices(self, job: Job):
+        """The job's device manager (keeps its models after the run), after making way for a new configuration."""
+        from agent import backends
+        from agent.config import RunConfig
+        from agent.devices import CACHE_ROLE, KeepLoaded
+        from contract.memory import SLOTS
+
+        run = self.store.get_run(job.run_id) if job.run_id else None
+        if run is None or not run.config_json:
+            return None
+        try:
+            cfg = RunConfig.model_validate_json(run.config_json).resolved()
+        except ValueError:
+            return None  # the service reports the bad config
+        roles = ("watcher", "renderer", "critic", "refiner")
+        keys = {role: next(iter(backends.keys_for(cfg, (role,)))) for role in roles}
+        changed = {role for role in roles if role in self.warm and self.warm[role] != keys[role]}
+        if changed:
+            backends.forget({self.warm[r] for r in changed} - set(keys.values()))
+            released = SLOTS.release_roles({CACHE_ROLE[r] for r in changed})
+            log.info("worker %s: backends changed (%s); released %s", self.id, ", ".join(sorted(changed)),
+                     ", ".join(released) or "nothing")
+        self.warm = keys
+        return KeepLoaded(cfg)
 
     def run_one(self) -> Job | None:
         """Claim and run one job; None when nothing is claimable."""
@@ -197,7 +228,7 @@ class Worker:
         error = None
         with Heartbeat(self.store, job.id, self.id, self.cfg.heartbeat_s):
             try:
-                execute(self.store, job)
+                execute(self.store, job, self._devices(job))
             except Exception as exc:
                 error = redact_text(f"{type(exc).__name__}: {exc}")[:2000]  # logged and stored: no credentials
                 log.warning("job %s failed: %s", job.id, error)

@@ -1,6 +1,14 @@
-"""Batch throughput: clips per minute with 1 vs 2 Ray workers on one node (num_cpus=2), offline default backends.
+"""Batch throughput: clips per minute with 1 vs 2 Ray workers on one node (num_cpus=2), offline default backends;
+and (``--cross-clip``) with cross-clip batched ThinkSound rendering on vs off.
 
     .venv/bin/python bench/batch.py [--clips 8] [--seconds 3] [--rounds 3] [--workers 1 2] [--json]
+    .venv/bin/python bench/batch.py --cross-clip [--clips 8] [--batch-size 8] [--width 64] [--steps 24]
+
+``--cross-clip``: a random ThinkSound (MM-DiT ``--width`` wide, 2 blocks; the tiny MetaCLIP/T5/Synchformer of
+tests/tiny_models.py) renders the clips through ``agent.batch.LocalEngine`` with ``batch_size`` 1 (clip by clip)
+and ``--batch-size`` N (N clips in threads, their renders batched); watcher, critic and refiner are the test fakes
+(instant), one round, so the figures are the renderer's. Each mode gets a fresh feature cache; the models are loaded
+by an untimed warm-up clip first; CPU, fp32.
 
 Each worker count gets a fresh private Ray instance, database and output folder, and dubs the same short
 synthetic clips (bouncing-ball impacts) through ``agent.batch``, exactly as ``foleyloop batch --engine ray``
@@ -67,6 +75,57 @@ def one(workers: int, clips_dir: Path, work: Path, rounds: int) -> dict:
             "worker_pids": len({o.worker.get("pid") for o in report.outcomes if o.worker})}
 
 
+def cross_clip(args) -> None:
+    import dataclasses
+
+    import torch
+
+    from agent import batch
+    from agent.config import RunConfig
+    from generator.thinksound.weights import TINY_MMDIT, write_tiny_weights
+    from store.db import Store
+    from tests import fakes
+    from tests.tiny_models import build_tiny_metaclip, build_tiny_t5
+
+    fakes.install()
+    torch.set_num_threads(args.threads)  # tiny models: OpenMP barriers on a shared box cost more than the maths
+    work = Path(tempfile.mkdtemp(prefix="foleyloop-bench-xclip-"))
+    try:
+        cfg_dit = dataclasses.replace(TINY_MMDIT, hidden_dim=args.width, num_heads=4, sync_dim=64)
+        weights = write_tiny_weights(work / "weights", mmdit=cfg_dit, sync_dim=64)
+        opts = {"weights": str(weights.root), "metaclip": str(build_tiny_metaclip(work / "metaclip")),
+                "t5": str(build_tiny_t5(work / "t5")), "steps": args.steps}
+        make_clips(work / "clips", args.clips, args.seconds)
+        make_clips(work / "warm", 1, args.seconds)
+        rows = []
+        for size in (0, 1, args.batch_size):  # 0: an untimed warm-up clip, so neither mode pays the model load
+            cfg = RunConfig(watcher="fake", renderer="thinksound", critic="fake", refiner="fake", rounds=1,
+                            dtype="fp32", options={"renderer": opts | {"cache_dir": str(work / f"cache{size}")}})
+            clips = batch.collect(work / ("clips" if size else "warm"), work / f"out{size}", cfg,
+                                  lambda p: f"{p.stem}.mp4", {".mp4"})
+            engine = batch.LocalEngine(scratch_root=work / f"scratch{size}", batch_size=max(1, size))
+            t0 = time.perf_counter()
+            report = batch.run(Store(work / f"db{size}" / "fl.db"), clips, engine)
+            wall = time.perf_counter() - t0
+            done = len(report.of("done"))
+            if size == 0:
+                continue
+            rows.append({"batch_size": size, "done": done, "wall_s": round(wall, 2),
+                         "clips_per_min": round(done / wall * 60, 1), "render_batches": engine.render_batches()})
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return
+    print(f"{args.clips} clips of {args.seconds:g} s, random ThinkSound MM-DiT width {args.width} (2 blocks), "
+          f"{args.steps} steps, CFG, fp32 on CPU, {torch.get_num_threads()} torch threads, {os.cpu_count()} cores; "
+          "fake watcher/critic/refiner, 1 round")
+    for r in rows:
+        mode = "off (clip by clip)" if r["batch_size"] == 1 else f"on (--batch-size {r['batch_size']})"
+        print(f"  cross-clip batching {mode:<22} wall {r['wall_s']:>7.2f} s  {r['clips_per_min']:>7.1f} clips/min  "
+              f"({r['done']} done; render_batch sizes {r['render_batches'] or '—'})")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--clips", type=int, default=8)
@@ -74,7 +133,15 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--cross-clip", action="store_true", help="batched ThinkSound rendering on vs off")
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--width", type=int, default=64, help="MM-DiT hidden width (--cross-clip)")
+    ap.add_argument("--steps", type=int, default=24)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (--cross-clip)")
     args = ap.parse_args()
+    if args.cross_clip:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        return cross_clip(args)
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

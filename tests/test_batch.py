@@ -360,3 +360,21 @@ def test_a_batch_worker_loads_its_models_once_for_all_clips(tmp_path, fake_backe
         assert [o.status for o in report.outcomes] == ["done"] * 3 and len(loads) == 1
     finally:
         SLOTS.release()
+
+
+def test_batch_picks_the_same_default_critic_as_dub(tmp_path, monkeypatch, capsys):
+    """No --critic: thinksound + qwen is judged by the verified critic in a batch too, as in `dub`."""
+    from agent.cli.common import UserError
+
+    make_clips(tmp_path / "in", 1)
+    seen = []
+
+    def stop(source, out_dir, cfg, *args):
+        seen.append(cfg.critic)
+        raise UserError("stopped after the config")
+
+    monkeypatch.setattr(batch, "collect", stop)
+    for extra in ([], ["--renderer", "thinksound", "--watcher", "qwen"]):
+        assert main(["--db", str(tmp_path / "fl.db"), "batch", str(tmp_path / "in"), "--out-dir",
+                     str(tmp_path / "o"), *extra]) == 2
+    assert seen == ["offline", "verified"]

@@ -484,7 +484,7 @@ def test_log_lines_are_redacted_too(tmp_path, clip):
 @pytest.mark.parametrize("args, needle", [
     (["--seed", "-5"], "--seed: Input should be greater than or equal to 0"),
     (["--seed", str(10 ** 24)], "--seed: Input should be less than or equal to 2147483647"),
-    (["--dtype", "fp8"], "--dtype must be fp32, fp16, bf16, got 'fp8'"),
+    (["--dtype", "fp8"], "--dtype must be auto, fp32, fp16, bf16, got 'fp8'"),
     (["--keep-original", "maybe"], "--keep-original: keep_original must be 'drop' or 'mix'"),
     (["--max-duration", "-1"], "--max-duration: Input should be greater than 0"),
 ])

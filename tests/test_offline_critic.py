@@ -475,9 +475,11 @@ def test_load_is_idempotent_and_critique_finds_the_model_loaded(tmp_path, monkey
     monkeypatch.setattr(ae, "get_embedder", lambda: calls.append(1) or Embedder())
     critic = cr.OfflineCritic(reference_files={"ball bounce": [tmp_path / "ref.wav"]}, cache_dir=tmp_path)
     write_audio(tmp_path / "ref.wav", clicks([0.5]), SR)
+    ae.mel_filters.cache_clear()
     critic.load()
     critic.load()
     assert calls == [1]
+    assert ae.mel_filters.cache_info().currsize == 1  # the mel tables are built by load, not by round 0
     monkeypatch.setattr(ae, "get_embedder", lambda: (_ for _ in ()).throw(AssertionError("loaded in a round")))
     audio = write_audio(tmp_path / "a.wav", clicks(HITS), SR)
     c = critic.critique(plan_for(HITS), audio, None, None)

@@ -69,7 +69,7 @@ def pipe(tiny):
 
 
 def _cfg(opts: dict, **kw) -> RunConfig:
-    return RunConfig(**({"renderer": "thinksound", "critic": "fake", "refiner": "fake", "rounds": 1} | kw),
+    return RunConfig(**({"renderer": "thinksound", "critic": "fake", "refiner": "fake", "rounds": 1, "dtype": "fp32"} | kw),
                      options={"renderer": opts})
 
 

@@ -38,6 +38,9 @@ Workers = Annotated[Optional[int], typer.Option(
 ArtifactsDir = Annotated[Optional[Path], typer.Option(
     "--artifacts-dir", help="A folder this machine and every Ray node share: results come back as files there "
                             "instead of through Ray's object store (large outputs)")]
+BatchSize = Annotated[int, typer.Option(
+    "--batch-size", help="Local engine: dub N clips at once in this process; a renderer that renders batches "
+                         "(thinksound) renders their requests together, clips of one length sharing each forward")]
 WorkerSetup = Annotated[Optional[list[str]], typer.Option(
     "--worker-setup", help="MODULE:FUNCTION called on each worker before its first clip (e.g. to register "
                            "extra backends); repeatable")]
@@ -59,11 +62,11 @@ def batch(ctx: typer.Context, source: Source, out_dir: OutDir = None, resume: Re
           force: Force = False, engine: Engine = "local", address: Address = None, workers: Workers = None,
           artifacts_dir: ArtifactsDir = None, worker_setup: WorkerSetup = None, rounds: Rounds = 3, seed: Seed = 0,
           watcher: Watcher = "offline", watcher_model: WatcherModel = None, endpoint: Endpoint = None,
-          renderer: Renderer = "offline", weights: Weights = None, critic: Critic = "offline",
+          renderer: Renderer = "offline", weights: Weights = None, critic: Critic = None,
           refiner: Refiner = None, max_duration: MaxDuration = 600.0, keep_original: KeepOriginal = "drop",
-          device: Device = "auto", dtype: Dtype = "fp32", steps: Steps = None, cfg_scale: CfgScale = None,
-          metaclip: MetaClip = None, t5: T5 = None, synchformer: Synchformer = None, db: Db = None,
-          debug: Debug = False):
+          device: Device = "auto", dtype: Dtype = "auto", steps: Steps = None, cfg_scale: CfgScale = None,
+          metaclip: MetaClip = None, t5: T5 = None, synchformer: Synchformer = None, batch_size: BatchSize = 1,
+          db: Db = None, debug: Debug = False):
     """Dub every video of a folder or manifest; failures are recorded as failed runs and the batch goes on."""
     from agent import batch as service
     from agent import outputs
@@ -74,6 +77,11 @@ def batch(ctx: typer.Context, source: Source, out_dir: OutDir = None, resume: Re
         for flag, value in (("--address", address), ("--workers", workers), ("--artifacts-dir", artifacts_dir)):
             if value is not None:
                 raise UserError(f"{flag} needs --engine ray")
+    if batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1, got {batch_size}")
+    if engine == "ray" and batch_size > 1:
+        raise UserError("--batch-size > 1 needs --engine local (cross-clip batching runs in one process; "
+                        "with Ray use one worker per GPU)")
     setup = service.check_setup(worker_setup or [])
     service.check_address(address)
     auto = engine == "ray" and device == "auto"  # decided by the cluster's GPUs once connected, not by this machine
@@ -81,6 +89,8 @@ def batch(ctx: typer.Context, source: Source, out_dir: OutDir = None, resume: Re
                        renderer=renderer, critic=critic, refiner=refiner, max_duration=max_duration,
                        keep_original=keep_original, device="cpu" if auto else device, dtype=dtype,
                        renderer_opts=renderer_options(weights, steps, cfg_scale, metaclip, t5, synchformer))
+    if auto and dtype == "auto":  # the cluster's devices decide: each worker resolves it (models.precision)
+        cfg = cfg.model_copy(update={"dtype": "auto"})
     clips = service.collect(source, out_dir, cfg, outputs.out_name, outputs.VIDEO_EXTS)
     if artifacts_dir is not None:
         artifacts_dir = outputs.check_folder(artifacts_dir, "--artifacts-dir")
@@ -107,7 +117,8 @@ def batch(ctx: typer.Context, source: Source, out_dir: OutDir = None, resume: Re
         eng = service.RayEngine(address=address, workers=workers, artifacts_dir=artifacts_dir, setup=setup,
                                 on_note=on_note)
     else:
-        eng = service.LocalEngine(scratch_root=st.home / "tmp", setup=setup, on_event=on_event)
+        eng = service.LocalEngine(scratch_root=st.home / "tmp", setup=setup, on_event=on_event,
+                                  batch_size=batch_size)
     job = service.Batch(st, clips, eng, resume=resume, force=force, auto_device=auto, on_outcome=on_outcome,
                         on_note=on_note, on_start=lambda n: progress.start())  # the bar once the checks passed
     lost = None

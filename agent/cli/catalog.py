@@ -17,10 +17,17 @@ def models(as_json: AsJson = False, db: Db = None, debug: Debug = False):
     """Backends available, where their weights are, or why they are missing."""
     from agent.backends import describe_all
 
+    from agent.devices import resolve_device
+    from models.precision import check
+
     rows = describe_all()
-    if as_json:
+    precision = check(resolve_device("auto"))
+    if as_json:  # the hardware check behind --dtype auto as one more row (role "device")
+        rows.append({"role": "device", "name": precision.device, "available": True, "where": precision.evidence,
+                     "why": precision.line(), "bf16_units": precision.bf16_units, "dtype_auto": precision.auto})
         out_console.print_json(json.dumps(rows, default=str))
         return
+    out_console.print(precision.line(), markup=False, highlight=False)
     t = Table("role", "backend", "available", "model", "where / why", "licence")
     for r in rows:
         t.add_row(r["role"], r["name"], "yes" if r.get("available") else "no", str(r.get("model_id", "")),

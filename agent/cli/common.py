@@ -22,6 +22,7 @@ from agent.backends import REGISTRY
 from agent.config import RunConfig
 from contract.errors import UserError
 from contract.plan import Plan, PlanInvalid
+from models.precision import DTYPES
 
 # Wide when piped, so ids and paths are never cut or wrapped in logs.
 out_console = Console(width=None if sys.stdout.isatty() else 200)
@@ -133,7 +134,8 @@ Refiner = Annotated[Optional[str], typer.Option(
 MaxDuration = Annotated[float, typer.Option("--max-duration", help="Refuse videos longer than this (s)")]
 KeepOriginal = Annotated[str, typer.Option("--keep-original", help="drop | mix the original soundtrack")]
 Device = Annotated[str, typer.Option("--device", help="auto (cuda, then mps, then cpu) | cpu | cuda | mps")]
-Dtype = Annotated[str, typer.Option("--dtype", help="fp32 | fp16 | bf16")]
+Dtype = Annotated[str, typer.Option(
+    "--dtype", help="auto (bf16 where the device has bf16 units, fp16 on older CUDA, else fp32) | fp32 | fp16 | bf16")]
 Weights = Annotated[Optional[Path], typer.Option("--weights", help="ThinkSound weights folder")]
 Steps = Annotated[Optional[int], typer.Option("--steps", min=1, help="Sampler steps (thinksound; default 24)")]
 CfgScale = Annotated[Optional[float], typer.Option("--cfg-scale", help="Guidance scale (thinksound; default 5)")]
@@ -171,11 +173,12 @@ def renderer_options(weights: Optional[Path] = None, steps: Optional[int] = None
 def build_config(*, rounds: int = 3, seed: int = 0, review: bool = False, watcher: str = "offline",
                  watcher_model: Optional[str] = None, endpoint: Optional[str] = None, renderer: str = "offline",
                  critic: Optional[str] = None, refiner: Optional[str] = None, max_duration: float = 600.0,
-                 keep_original: str = "drop", device: str = "auto", dtype: str = "fp32",
-                 renderer_opts: Optional[dict] = None) -> RunConfig:
-    """A validated RunConfig (UserError on an unknown backend or a bad value); ``device=auto`` is resolved here,
-    before anything is recorded."""
+                 keep_original: str = "drop", device: str = "auto", dtype: str = "auto",
+                 renderer_opts: Optional[dict] = None, resolve: bool = True) -> RunConfig:
+    """A validated RunConfig (UserError on an unknown backend or a bad value); ``device=auto`` and ``dtype=auto``
+    are resolved here, before anything is recorded (``resolve=False``: left for the machine that runs it)."""
     from agent.devices import resolve_device
+    from models.precision import resolve as resolve_dtype
 
     options: dict[str, dict] = {}
     for role in ("watcher", "critic", "refiner"):
@@ -192,16 +195,18 @@ def build_config(*, rounds: int = 3, seed: int = 0, review: bool = False, watche
         raise UserError(f"--device must be auto, cpu, cuda[:N] or mps, got {device!r}")
     if dtype not in DTYPES:  # otherwise the offline backends ignore it and a model backend fails mid-run
         raise UserError(f"--dtype must be {', '.join(DTYPES)}, got {dtype!r}")
+    if resolve:
+        device = resolve_device(device)
+        dtype = resolve_dtype(dtype, device)
     try:
         return RunConfig(rounds=rounds, seed=seed, review=review, watcher=watcher, renderer=renderer, critic=critic,
                          refiner=refiner, max_duration_s=max_duration, keep_original=keep_original,
-                         device=resolve_device(device), dtype=dtype, options=options)
+                         device=device, dtype=dtype, options=options)
     except ValidationError as exc:  # "--seed: Input should be ...", not pydantic's help-page footer
         raise UserError("; ".join(f"{_flag(e['loc'])}: {str(e['msg']).removeprefix('Value error, ')}"
                                   for e in exc.errors(include_url=False, include_input=False))) from None
 
 
-DTYPES = ("fp32", "fp16", "bf16")
 _FLAGS = {"max_duration_s": "--max-duration"}
 
 

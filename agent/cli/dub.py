@@ -47,7 +47,7 @@ def dub(ctx: typer.Context,
         watcher: Watcher = "offline", watcher_model: WatcherModel = None, endpoint: Endpoint = None,
         renderer: Renderer = "offline", weights: Weights = None, critic: Critic = None, refiner: Refiner = None,
         max_duration: MaxDuration = 600.0, keep_original: KeepOriginal = "drop", device: Device = "auto",
-        dtype: Dtype = "fp32", steps: Steps = None, cfg_scale: CfgScale = None, metaclip: MetaClip = None,
+        dtype: Dtype = "auto", steps: Steps = None, cfg_scale: CfgScale = None, metaclip: MetaClip = None,
         t5: T5 = None, synchformer: Synchformer = None,
         segment_s: Annotated[Optional[float], typer.Option(
             "--segment-s", help="Longest render window (s) of a long or multi-shot video's segments (default 30; "

@@ -69,7 +69,7 @@ def eval_cmd(
                                              "aesthetics | verified | a+b+… (default: verified with "
                                              "thinksound+qwen, else offline)"),
         refiner: Refiner = None, max_duration: MaxDuration = 600.0, keep_original: KeepOriginal = "drop",
-        device: Device = "auto", dtype: Dtype = "fp32",
+        device: Device = "auto", dtype: Dtype = "auto",
         steps: Steps = None, metaclip: MetaClip = None, t5: T5 = None,
         synchformer: Optional[str] = typer.Option(None, "--synchformer", help="synchformer_state_dict.pth (or "
                                                   "its folder / hub id): renderer features, DeSync metric and "

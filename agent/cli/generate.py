@@ -29,7 +29,7 @@ def text_cmd(ctx: typer.Context, prompt: Annotated[str, typer.Argument(help="Wha
              out: Out = None, force: Force = False, rounds: Rounds = 3, seed: Seed = 0,
              renderer: Renderer = "offline", weights: Weights = None, critic: Critic = None,
              refiner: Refiner = None, steps: Steps = None, cfg_scale: CfgScale = None, metaclip: MetaClip = None,
-             t5: T5 = None, synchformer: Synchformer = None, device: Device = "auto", dtype: Dtype = "fp32",
+             t5: T5 = None, synchformer: Synchformer = None, device: Device = "auto", dtype: Dtype = "auto",
              db: Db = None, debug: Debug = False):
     """Text to audio: render a prompt (no video) through the render → critique → refine loop."""
     from agent import outputs, runs
@@ -90,7 +90,7 @@ def edit_cmd(ctx: typer.Context,
                  "--window", metavar="START END", help="Regenerate only this span (s)")] = None,
              out: Out = None, force: Force = False, weights: Weights = None, seed: Seed = 0, steps: Steps = None,
              cfg_scale: CfgScale = None, metaclip: MetaClip = None, t5: T5 = None, synchformer: Synchformer = None,
-             device: Device = "auto", dtype: Dtype = "fp32", db: Db = None, debug: Debug = False):
+             device: Device = "auto", dtype: Dtype = "auto", db: Db = None, debug: Debug = False):
     """Audio to audio with ThinkSound: a variation of a track (a run's best), or a regenerated time window."""
     from agent import outputs, runs
     from contract.errors import BackendError, ModelMissing

@@ -262,6 +262,32 @@ def discover(sonic: Path | None, animals: Path | None) -> list[Sample]:
     return found
 
 
+def cached_embeddings(embedder: TextEmbedder, texts: Sequence[str], cache_dir: str | Path | None,
+                      name: str) -> np.ndarray:
+    """``embedder.encode(texts)``, kept on disk under ``cache_dir`` keyed by the model and the texts: fixed texts
+    (the procedural presets) cost a MiniLM forward of ~1 s per process otherwise."""
+    h = hashlib.sha256(embedder.model_id.encode())
+    for t in texts:
+        h.update(t.encode() + b"\0")
+    path = Path(cache_dir or default_cache_dir()) / f"{name}-{h.hexdigest()[:20]}.npy"
+    if path.is_file():
+        try:
+            emb = np.load(path)
+            if emb.shape[0] == len(texts):
+                return emb.astype(np.float32)
+        except (OSError, ValueError) as exc:
+            log.warning("ignoring unreadable embedding cache %s (%s)", path, exc)
+    emb = embedder.encode(list(texts))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + f".{os.getpid()}.part.npy")
+        np.save(tmp, emb)
+        tmp.replace(path)
+    except OSError as exc:
+        log.warning("could not cache embeddings in %s (%s)", path.parent, exc)
+    return emb
+
+
 _shared: dict[str, "SampleBank"] = {}
 _shared_lock = threading.Lock()
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from contract.options import BackendOptions
 from generator.offline import mixer, procedural
-from generator.offline.bank import SampleBank, default_cache_dir, negative_mask, ovos_animals_dir, sonic_pi_dir
+from generator.offline.bank import SampleBank, cached_embeddings, default_cache_dir, negative_mask, ovos_animals_dir, sonic_pi_dir
 from generator.offline.text_embed import MINILM_ID, minilm_installed, word_stems
 from contract.protocols import RenderResult
 from contract.plan import Event, EventKind, Plan
@@ -98,7 +98,8 @@ class OfflineRenderer:
 
     def _presets(self) -> np.ndarray:
         if self._preset_vecs is None:
-            self._preset_vecs = self.bank.embedder.encode([p.description for p in procedural.PRESETS])
+            self._preset_vecs = cached_embeddings(self.bank.embedder, [p.description for p in procedural.PRESETS],
+                                                  self.bank.cache_dir, "presets")
         return self._preset_vecs
 
     def _presets_negated(self, negatives: tuple[str, ...]) -> np.ndarray:

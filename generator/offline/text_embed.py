@@ -49,9 +49,14 @@ def _build_bert(config: dict):
     class Embeddings(nn.Module):
         def __init__(self):
             super().__init__()
-            self.word_embeddings = nn.Embedding(config["vocab_size"], hidden)
-            self.position_embeddings = nn.Embedding(config["max_position_embeddings"], hidden)
-            self.token_type_embeddings = nn.Embedding(config["type_vocab_size"], hidden)
+            # ``_weight``: no random init (normal_ on the meta device would import torch's Python decompositions,
+            # ~2 s); the loaded weights replace these
+            self.word_embeddings = nn.Embedding(config["vocab_size"], hidden,
+                                                _weight=torch.empty(config["vocab_size"], hidden))
+            self.position_embeddings = nn.Embedding(config["max_position_embeddings"], hidden,
+                                                    _weight=torch.empty(config["max_position_embeddings"], hidden))
+            self.token_type_embeddings = nn.Embedding(config["type_vocab_size"], hidden,
+                                                      _weight=torch.empty(config["type_vocab_size"], hidden))
             self.LayerNorm = nn.LayerNorm(hidden, eps=eps)
 
         def forward(self, ids):
@@ -153,10 +158,11 @@ class MiniLMEmbedder:
             raise OSError(f"MiniLM tokenizer unreadable in {root}: {exc}") from exc
         self._tokenizer.enable_truncation(MAX_TOKENS)
         self._tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
-        self._model = _build_bert(json.loads((root / "config.json").read_text()))
+        with torch.device("meta"):  # no random init to throw away: the weights are assigned as loaded
+            self._model = _build_bert(json.loads((root / "config.json").read_text()))
         state = load_file(str(root / "model.safetensors"))
         state = {k: v for k, v in state.items() if not k.startswith("pooler.") and k != "embeddings.position_ids"}
-        self._model.load_state_dict(state, strict=True)
+        self._model.load_state_dict(state, strict=True, assign=True)
         self._model.eval()
         self._lock = threading.Lock()  # the tokenizer is not re-entrant across threads
         self._memo: dict[str, np.ndarray] = {}  # labels and negatives repeat across rounds

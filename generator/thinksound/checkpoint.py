@@ -17,6 +17,9 @@ from typing import Any, Iterable, Mapping, NamedTuple, Union
 import torch
 import torch.nn as nn
 
+from models.precision import CPUINFO
+from models.precision import check as check_precision
+
 from .mmdit import FULL_CONFIG, MMDiT, MMDiTConfig, build_mmdit
 from .sequence import SequenceConfig
 from .vae import FULL_VAE_CONFIG, OobleckConfig, OobleckVAE, build_vae
@@ -54,43 +57,15 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     return torch.device(device)
 
 
-CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo flags of CPUs with bf16 dot-product units
-
-
-def cpu_flags(path: str | Path = "/proc/cpuinfo") -> set[str]:
-    """The CPU feature flags (Linux); empty where /proc/cpuinfo does not exist."""
-    try:
-        text = Path(path).read_text(errors="replace")
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        if line.startswith("flags") and ":" in line:
-            return set(line.split(":", 1)[1].split())
-    return set()
-
-
 def resolve_auto_dtype(device: str | torch.device | None = None, *,
-                       cpuinfo: str | Path = "/proc/cpuinfo") -> tuple[torch.dtype, str]:
-    """The renderer's `dtype="auto"`: bf16 where the device has bf16 units, fp16 on older CUDA, fp32 otherwise.
+                       cpuinfo: str | Path = CPUINFO) -> tuple[torch.dtype, str]:
+    """The renderer's `dtype="auto"` (``models.precision.check``) as a torch dtype, with the check's line as why.
 
-    Returns (dtype, why) so `foleyloop models` can show the check. On CPU bf16 halves the MM-DiT forward time
-    where avx512_bf16/AMX exist (bench/generator.py part c) and is many times slower where they do not.
+    On CPU bf16 halves the MM-DiT forward time where avx512_bf16/AMX exist (bench/generator.py part c) and is many
+    times slower where they do not.
     """
-    dev = resolve_device(device)
-    if dev.type == "cuda":
-        name = torch.cuda.get_device_name(dev)
-        major, minor = torch.cuda.get_device_capability(dev)
-        if torch.cuda.is_bf16_supported():
-            return torch.bfloat16, f"{name} (compute capability {major}.{minor}) supports bf16"
-        return torch.float16, f"{name} (compute capability {major}.{minor}) has no bf16: fp16"
-    if dev.type == "mps":
-        return torch.float16, "Apple MPS: fp16"
-    if dev.type == "cpu":
-        found = [f for f in CPU_BF16_FLAGS if f in cpu_flags(cpuinfo)]
-        if found:
-            return torch.bfloat16, f"CPU has {' and '.join(found)} (bf16 units)"
-        return torch.float32, f"CPU has no bf16 units (none of {', '.join(CPU_BF16_FLAGS)} in {cpuinfo}): fp32"
-    return torch.float32, f"{dev.type}: fp32"
+    result = check_precision(str(resolve_device(device)), cpuinfo)
+    return _DTYPES[result.auto], result.line()
 
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:

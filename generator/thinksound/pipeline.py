@@ -424,10 +424,11 @@ class ThinkSoundPipeline:
                             "loaded": c.loaded if isinstance(c, Slot) else True})
         return out
 
-    def load(self) -> dict:
-        """Load what a text render needs (MM-DiT, VAE, MetaCLIP, T5) into the model cache now."""
+    def load(self, video: bool = False) -> dict:
+        """Load what a text render needs (MM-DiT, VAE, MetaCLIP, T5; with ``video`` also Synchformer) into the
+        model cache now."""
         t0 = time.perf_counter()
-        parts = self._acquire(video=False)
+        parts = self._acquire(video=video)
         names = [n for n in self.model_cpu_offload_seq if n in parts]
         del parts
         return {"load_s": time.perf_counter() - t0, "loaded": names}

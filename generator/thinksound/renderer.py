@@ -45,6 +45,17 @@ class ThinkSoundRenderer:
         self.pipeline = ThinkSoundPipeline.get(spec)  # checks the weights dir; loads nothing yet
         self.model_id = model_id_for(self.pipeline.weights)
 
+    @property
+    def loaded(self) -> bool:
+        """Whether the models a render needs are in the model cache (false again once the device manager released
+        them), so the run service knows to call ``load`` before round 0."""
+        return self.pipeline.loaded
+
+    def load(self) -> None:
+        """Load MM-DiT, VAE, MetaCLIP, T5 and (where its file exists) Synchformer into the model cache now."""
+        sync = Path(self.spec.synchformer) if self.spec.synchformer else self.pipeline.weights.synchformer
+        self.pipeline.load(video=sync is not None and Path(sync).exists())
+
     def _request(self, plan: Plan, video: Path | None, info: VideoInfo | None, seed: int) -> GenerationRequest:
         duration = plan.duration_s or (info.duration_s if info is not None else None)
         try:

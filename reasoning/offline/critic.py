@@ -667,6 +667,9 @@ class OfflineCritic:
         the semantic score reports why it is missing, as before."""
         try:
             self.embedder()
+            from reasoning.offline.aisfx_embed import _window, mel_filters
+
+            mel_filters(), _window()  # one-time tables (and the torchaudio import): here, not in round 0
         except (ImportError, RuntimeError, OSError) as exc:
             log.warning("offline critic: aiSFX unavailable (%s); semantic will not be scored", exc)
 

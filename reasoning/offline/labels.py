@@ -176,8 +176,11 @@ class Classifier:
         self._torch = torch
         self.synonyms = imagenet_synonyms()
         state = torch.load(path or weights_path(), map_location="cpu", weights_only=True)
-        model = build_lite0(len(self.synonyms))
-        model.load_state_dict(_map_by_order(state, model.state_dict()), strict=True)
+        with torch.device("meta"):  # no random init to throw away: the weights are assigned as loaded
+            model = build_lite0(len(self.synonyms))
+        # contiguous: some tensors are stored channels-last, and assigned as-is they would pick other conv kernels
+        state = {k: v.contiguous() for k, v in _map_by_order(state, model.state_dict()).items()}
+        model.load_state_dict(state, strict=True, assign=True)
         self.model = model.eval().float()
         self._lock = threading.Lock()
 
