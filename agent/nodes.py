@@ -18,6 +18,7 @@ from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 
 from agent import backends, outputs
+from agent import segments as segmenting
 from agent.state import RunContext, RunState
 from contract.errors import BackendError, UserError
 from contract.plan import Critique, Plan, PlanInvalid
@@ -88,10 +89,29 @@ def watch(state: RunState, runtime: Runtime[RunContext]) -> dict:
     plan = result.plan.model_copy(update={"provenance": result.plan.provenance.model_copy(
         update={"author": "watcher", "backend": watcher.name, "model_id": result.model_id,
                 "prompt_version": result.prompt_version, "round": 0})})
+    plan = _segmented(ctx, plan, result.meta, Path(state["video_path"]), _info(ctx, state["run_id"]))
     rnd = ctx.store.add_round(run_id=state["run_id"], index=0, branch=state["branch"], author="watcher",
                               plan_json=plan.to_json(), seed=state["seed"], model_id=result.model_id,
                               prompt_version=result.prompt_version, raw_output=result.raw_output)
     return {"current_round_id": rnd.id, "round_index": 0}
+
+
+def _segment_options(ctx: RunContext) -> dict:
+    return dict(ctx.cfg.options.get("segments") or {})
+
+
+def _segmented(ctx: RunContext, plan: Plan, meta: dict, video: Path, info: VideoInfo | None) -> Plan:
+    """The watcher's plan cut into segments when the video needs more than one render window (agent.segments)."""
+    opts = _segment_options(ctx)
+    if info is None or plan.segments is not None or opts.get("enabled", True) is False:
+        return plan
+    window = segmenting.max_window_s(opts, backends.get("renderer", ctx.cfg))
+    return segmenting.attach(plan, meta or {}, video, info, window)
+
+
+def _segment_run(ctx: RunContext, state: RunState, plan: Plan) -> segmenting.SegmentRun:
+    video = Path(state["video_path"]) if state.get("video_path") else None
+    return segmenting.prepare(plan, video, _info(ctx, state["run_id"]), ctx.store.home / "cache")
 
 
 def review(state: RunState, runtime: Runtime[RunContext]) -> dict:
@@ -125,8 +145,13 @@ def render(state: RunState, runtime: Runtime[RunContext]) -> dict:
     video = Path(state["video_path"]) if state.get("video_path") else None
     tmp_dir = ctx.store.home / "tmp"
     tmp_dir.mkdir(parents=True, exist_ok=True)
+    plan = _plan(rnd)
     with tempfile.TemporaryDirectory(dir=tmp_dir) as tmp:
-        result = renderer.render(_plan(rnd), video, _info(ctx, state["run_id"]), rnd.seed, Path(tmp) / "audio.wav")
+        if plan.segments:  # a long or multi-shot video: segment by segment, unchanged segments reused
+            result = segmenting.render(renderer, plan, rnd.seed, Path(tmp) / "audio.wav",
+                                       _segment_run(ctx, state, plan))
+        else:
+            result = renderer.render(plan, video, _info(ctx, state["run_id"]), rnd.seed, Path(tmp) / "audio.wav")
         art = ctx.store.put_file(result.audio_path, kind="audio", run_id=state["run_id"], mime="audio/wav", move=True)
     timings = json.loads(rnd.timings_json or "{}") | {"render_meta": _small(result.meta)}
     ctx.store.update_round(rnd.id, audio_artifact_id=art.id, status="rendered", timings_json=timings)
@@ -145,7 +170,13 @@ def critique(state: RunState, runtime: Runtime[RunContext]) -> dict:
         critic = backends.get("critic", ctx.cfg)
         audio = ctx.store.artifact_path(rnd.audio_artifact_id)
         video = Path(state["video_path"]) if state.get("video_path") else None
-        crit = critic.critique(_plan(rnd), audio, video, _info(ctx, state["run_id"]))
+        plan = _plan(rnd)
+        if plan.segments:
+            rendered = json.loads(rnd.timings_json or "{}").get("render_meta", {}).get("segments", {}).get("rendered")
+            crit = segmenting.critique(critic, backends.get("renderer", ctx.cfg), plan, rnd.seed,
+                                       _segment_run(ctx, state, plan), rendered)
+        else:
+            crit = critic.critique(plan, audio, video, _info(ctx, state["run_id"]))
         s = crit.scores
         ctx.store.update_round(rnd.id, critique_json=crit.to_json(), status="scored", score_semantic=s["semantic"],
                                score_temporal=s["temporal"], score_aesthetic=s["aesthetic"],
@@ -180,9 +211,14 @@ def refine(state: RunState, runtime: Runtime[RunContext]) -> dict:
     crit = Critique.from_json(best.critique_json)
     failing = crit.failing(ctx.cfg.thresholds) or [d for d, v in crit.scores.items() if v is not None]
     video = Path(state["video_path"]) if state.get("video_path") else None
+    best_plan = _plan(best)
     try:
-        result = refiner.refine(_plan(best), crit, failing, next_index, best.seed, video=video,
-                                info=_info(ctx, state["run_id"]))
+        if best_plan.segments and crit.segments:  # only the weak segments are rewritten
+            result = segmenting.refine(refiner, best_plan, crit, ctx.cfg.thresholds, next_index, best.seed,
+                                       _segment_run(ctx, state, best_plan))
+        else:
+            result = refiner.refine(best_plan, crit, failing, next_index, best.seed, video=video,
+                                    info=_info(ctx, state["run_id"]))
     except BackendError as exc:  # the best round so far stands; the failed attempt is kept for review
         ctx.store.add_round(run_id=state["run_id"], index=next_index, branch=state["branch"], author="refiner",
                             parent_round_id=best.id, status="failed", seed=best.seed, error=str(exc)[:2000],
@@ -210,6 +246,14 @@ def _same_audio_as(ctx: RunContext, state: RunState, plan, seed: int) -> int | N
     without rendering (an optional ``fingerprint(plan, seed)``); None otherwise."""
     renderer = backends.get("renderer", ctx.cfg)
     fingerprint = getattr(renderer, "fingerprint", None)
+    if plan.segments:  # segment by segment (each renders on its own)
+        try:
+            return segmenting.same_audio_as(renderer, plan, seed, [
+                (r.index, _plan(r), r.seed) for r in ctx.store.rounds(state["run_id"], branch=state["branch"])
+                if r.audio_artifact_id is not None and r.plan_json])
+        except Exception as exc:  # noqa: BLE001 - a failed shortcut only costs a render
+            log.warning("segment fingerprints failed (%s: %s); rendering the round", type(exc).__name__, exc)
+            return None
     if fingerprint is None:
         return None
     try:
@@ -245,6 +289,7 @@ def finalize(state: RunState, runtime: Runtime[RunContext]) -> dict:
                 media.copy_file(audio_path, tmp)
             _publish(ctx.store, state, tmp, out_path)
         record["output_path"] = str(out_path.resolve())
+    _prune_segments(ctx, state, best)
     branches = ctx.store.get_run(run_id).branches()
     branches[str(branch)] = record
     top = best_branch(branches) or record
@@ -256,6 +301,24 @@ def finalize(state: RunState, runtime: Runtime[RunContext]) -> dict:
     ctx.devices.release_all()
     ctx.store.update_run(run_id, **fields)
     return {"output_path": record.get("output_path")}
+
+
+def _prune_segments(ctx: RunContext, state: RunState, best: Round) -> None:
+    """A segmented branch keeps the cached segment audio of its best round only (see ``agent.segments.prune``)."""
+    kept = _plan(best)
+    if not kept.segments:
+        return
+    done = [(_plan(r), r.seed) for r in ctx.store.rounds(state["run_id"], branch=state["branch"])
+            if r.id != best.id and r.plan_json and r.status != "failed"]
+    try:
+        segmenting.prune(backends.get("renderer", ctx.cfg), done, (kept, best.seed),
+                         segmenting.SegmentRun(ctx.store.home / "cache" / "segments", None, _video_key(state)))
+    except OSError as exc:  # a cache that cannot be tidied is not a failed run
+        log.warning("could not prune the segment cache: %s", exc)
+
+
+def _video_key(state: RunState) -> str:
+    return segmenting.video_key(Path(state["video_path"])) if state.get("video_path") else ""
 
 
 def best_branch(branches: dict) -> dict | None:

@@ -18,6 +18,8 @@ from typing import Annotated, Any, Literal
 from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
                       model_validator)
 
+from contract.segments import Segment, check_tiling
+
 SCHEMA_VERSION = 1
 SECTIONS = ("semantic", "temporal", "aesthetic", "spatial")
 DIMENSIONS = SECTIONS
@@ -233,6 +235,8 @@ class Plan(BaseModel):
     uncertain: list[str] = Field(default_factory=list, max_length=MAX_UNCERTAIN)
     duration_s: Num = Field(gt=0.0)
     provenance: Provenance = Field(default_factory=Provenance)
+    # Long or multi-shot videos: how the timeline is cut for rendering (contract.segments). None: one window.
+    segments: list[Segment] | None = None
 
     @field_validator("events", "negatives", mode="before")
     @classmethod
@@ -289,11 +293,14 @@ class Plan(BaseModel):
         for e in self.events:
             if e.start_s > self.duration_s + 1e-6:
                 raise ValueError(f"event {e.id!r} starts at {e.start_s}s, after the clip ends ({self.duration_s}s)")
+        if self.segments is not None:
+            check_tiling(self.segments, self.duration_s)
         return self
 
     # ---- serialisation -------------------------------------------------------------------------------
     def to_json(self, indent: int | None = 2) -> str:
-        return self.model_dump_json(indent=indent)
+        """An unsegmented plan serialises exactly as before segments existed (no ``segments`` key)."""
+        return self.model_dump_json(indent=indent, exclude={"segments"} if self.segments is None else None)
 
     @classmethod
     def from_json(cls, text: str | bytes | dict) -> "Plan":
@@ -456,6 +463,21 @@ class ScorerInfo(BaseModel):
     note: str = ""
 
 
+class SegmentScore(BaseModel):
+    """One segment's own critique in a segmented round (times of the whole video; findings in the segment's time)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    index: int
+    start_s: float
+    end_s: float
+    scores: dict[str, float | None] = Field(default_factory=dict)
+    overall: float | None = None
+    findings: list[Finding] = Field(default_factory=list)
+    rendered: bool = True  # rendered in this round (False: its audio was reused from an earlier round)
+    reused_critique: bool = False
+
+
 class Critique(BaseModel):
     """A score vector (never only a sum), findings, and the scorers that produced each number."""
 
@@ -465,6 +487,7 @@ class Critique(BaseModel):
     overall: float | None = None
     findings: list[Finding] = Field(default_factory=list)
     scorers: list[ScorerInfo] = Field(default_factory=list)
+    segments: list[SegmentScore] | None = None  # a segmented round: the per-segment critiques the scores come from
 
     @field_validator("scores")
     @classmethod
@@ -489,7 +512,7 @@ class Critique(BaseModel):
         return [d for d, s in self.scores.items() if s is not None and s < thresholds.get(d, 0.0)]
 
     def to_json(self, indent: int | None = 2) -> str:
-        return self.model_dump_json(indent=indent)
+        return self.model_dump_json(indent=indent, exclude={"segments"} if self.segments is None else None)
 
     @classmethod
     def from_json(cls, text: str | bytes | dict) -> "Critique":

@@ -510,3 +510,31 @@ def test_auto_dtype_follows_the_hardware_check(tiny, monkeypatch):
     assert ThinkSoundPipeline.get(PipelineSpec.from_options(tiny["opts"])).dtype == torch.float32
     info = describe(_opts(tiny["opts"] | {"dtype": "bf16"}))
     assert (info["dtype"], info["dtype_why"]) == ("bfloat16", "as configured")
+
+
+def test_a_multi_shot_video_is_rendered_segment_by_segment_inside_the_window(tiny, store, fake_backends, tmp_path):
+    from agent import segments
+    from contract.plan import Critique
+    from tests.segment_clips import join_report, make_multiscene_clip
+
+    clip = make_multiscene_clip(tmp_path / "two_shots.mp4", shots=[(3.0, (30, 90, 40), "bounce"),
+                                                                  (3.0, (40, 40, 160), "glide")], size=(64, 64))
+    opts = tiny["opts"] | {"cache_dir": str(tmp_path / "features"), "steps": 2}
+    cfg = RunConfig(renderer="thinksound", watcher="fake", critic="fake", refiner="fake", rounds=1,
+                    options={"renderer": opts, "segments": {"max_s": 5.0}})
+    run_id, _ = runs.dub(store, clip, cfg, out=tmp_path / "dubbed.mp4")
+    rnd = store.rounds(run_id)[0]
+    plan = Plan.from_stored(rnd.plan_json)
+    assert [s.start_s for s in plan.segments] == [0.0, pytest.approx(3.0, abs=0.21)] and plan.segments[1].cut
+    assert all(s.render_s <= 5.0 for s in plan.segments)
+    meta = _meta(rnd)["segments"]
+    assert meta["rendered"] == [0, 1] and meta["count"] == 2
+    audio, sr = _wav(store, rnd)
+    assert sr == SR and audio.shape[1] == round(6.0 * SR)
+    for j in join_report(audio, sr, plan.segments):
+        assert j["join_step"] <= j["inside_step"], j
+    crit = Critique.from_json(rnd.critique_json)
+    assert [p.index for p in crit.segments] == [0, 1]
+    # each segment was conditioned on its own stretch of video (a proxy of its render window)
+    run = segments.prepare(plan, clip, probe(clip), store.home / "cache")
+    assert [p.info.duration_s for p in run.proxies] == [pytest.approx(s.render_s, abs=0.1) for s in plan.segments]

@@ -231,3 +231,29 @@ def test_upload_of_a_real_video_is_kept_under_the_store_home(store, tmp_path):
     too_long = uploads.UploadLimits(LIMITS.max_bytes, LIMITS.types, max_duration_s=1.0)
     with pytest.raises(uploads.UploadRejected, match=r"is 3.0 s long; the limit is 1 s"):
         uploads.accept(io.BytesIO(data), "again.mp4", len(data), store, too_long)
+
+
+def test_segment_boundaries_are_on_the_timeline():
+    from contract import segments as cs
+    from contract.plan import Critique, SegmentScore
+
+    sr = 8000
+    env = components.envelope(np.zeros((2, 70 * sr), np.float32), sr, bins=100)
+    one = _plan()
+    assert components.segments_frame(one).empty
+    assert len(components.waveform_chart(env, one).to_dict()["layer"]) == 4  # no boundary layers
+    plan = _plan(duration_s=70.0, segments=cs.split(70.0, [30.0], 40.0))
+    crit = Critique(scores={"semantic": 0.5}, segments=[
+        SegmentScore(index=s.index, start_s=s.start_s, end_s=s.end_s, scores={"semantic": 0.5}, overall=0.5,
+                     rendered=s.index == 0) for s in plan.segments])
+    rows = components.segments_frame(plan, crit.to_json())
+    assert list(rows["segment"]) == [s.index for s in plan.segments]
+    assert list(rows["rendered"]) == ["rendered"] + ["reused"] * (len(plan.segments) - 1)
+    assert rows["starts_at"].iloc[1] == "cut"
+    chart = components.waveform_chart(env, plan).to_dict()
+    assert len(chart["layer"]) == 6  # wave + spans + impacts + labels + boundary rules + their names
+    boundaries = chart["layer"][4]
+    values = chart["datasets"][boundaries["data"]["name"]]
+    assert [v["start_s"] for v in values] == [s.start_s for s in plan.segments[1:]]
+    assert len(components.spectrogram_chart(components.spectrogram(np.zeros((2, sr), np.float32), sr),
+                                            plan).to_dict()["layer"]) == 6

@@ -9,7 +9,7 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
-from contract.plan import SECTIONS, Plan
+from contract.plan import SECTIONS, Critique, Plan
 from store.schema import Round
 
 DIMS = ("semantic", "temporal", "aesthetic", "spatial")
@@ -157,12 +157,49 @@ def _event_layers(plan: Plan, y_field: str | None = None) -> list[alt.Chart]:
     return [spans, hits, labels]
 
 
+def segments_frame(plan: Plan, critique_json: str | None = None) -> pd.DataFrame:
+    """A segmented plan's segments, one row each (empty for a one-window plan), with this round's per-segment
+    overall score and whether the segment was rendered in this round (or its audio reused)."""
+    parts = {}
+    if critique_json:
+        try:
+            parts = {p.index: p for p in Critique.from_json(critique_json).segments or []}
+        except ValueError:
+            parts = {}
+    rows = []
+    for sg in plan.segments or []:
+        p = parts.get(sg.index)
+        rows.append({"segment": sg.index, "start_s": sg.start_s, "end_s": sg.end_s,
+                     "starts_at": "cut" if sg.cut else ("split" if sg.index else "start"), "scene": sg.scene,
+                     "crossfade_s": sg.xfade_in_s, "caption": sg.caption or plan.caption,
+                     "overall": None if p is None or p.overall is None else round(p.overall, 3),
+                     "rendered": None if p is None else ("rendered" if p.rendered else "reused")})
+    return pd.DataFrame(rows, columns=["segment", "start_s", "end_s", "starts_at", "scene", "crossfade_s", "caption",
+                                       "overall", "rendered"])
+
+
+def _segment_layers(plan: Plan) -> list[alt.Chart]:
+    """Segment boundaries on the timeline: a dashed rule where each segment after the first starts."""
+    seg = segments_frame(plan)
+    seg = seg[seg["segment"] > 0]
+    if seg.empty:
+        return []
+    seg = seg.assign(name="segment " + seg["segment"].astype(str))
+    tooltip = ["name", "starts_at", "scene", alt.Tooltip("start_s:Q", format=".2f", title="boundary (s)"),
+               alt.Tooltip("crossfade_s:Q", format=".2f")]
+    rules = alt.Chart(seg).mark_rule(strokeDash=[4, 3], color="#666666", strokeWidth=1.5).encode(
+        x="start_s:Q", tooltip=tooltip)
+    names = alt.Chart(seg).mark_text(align="left", dx=2, fontSize=9, color="#666666").encode(
+        x="start_s:Q", y=alt.value(195), text="name:N")
+    return [rules, names]
+
+
 def waveform_chart(env: pd.DataFrame, plan: Plan) -> alt.Chart:
-    """``env`` from ``envelope``."""
+    """``env`` from ``envelope``; a segmented plan's boundaries are dashed rules."""
     wave = alt.Chart(env).mark_area(color="#4c78a8", opacity=0.85).encode(
         x=alt.X("t:Q", title="time (s)", scale=alt.Scale(domain=[0, max(plan.duration_s, float(env["t"].max() or 0))])),
         y=alt.Y("lo:Q", title="amplitude", scale=alt.Scale(domain=[-1, 1])), y2="hi:Q")
-    return alt.layer(wave, *_event_layers(plan)).properties(height=200)
+    return alt.layer(wave, *_event_layers(plan), *_segment_layers(plan)).properties(height=200)
 
 
 def _freq_domain(spec: pd.DataFrame):
@@ -179,7 +216,8 @@ def spectrogram_chart(spec: pd.DataFrame, plan: Plan) -> alt.Chart:
         y2="f1:Q",
         color=alt.Color("db:Q", title="dB",  # an 80 dB window below the peak: silence would flatten the rest
                         scale=alt.Scale(scheme="magma", domain=[top - 80.0, top], clamp=True)))
-    return alt.layer(heat, *_event_layers(plan)).resolve_scale(color="independent").properties(height=220)
+    return alt.layer(heat, *_event_layers(plan), *_segment_layers(plan)).resolve_scale(
+        color="independent").properties(height=220)
 
 
 # ---- plan diff -----------------------------------------------------------------------------------------------

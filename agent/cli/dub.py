@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -12,7 +12,24 @@ from agent.cli.common import (CfgScale, Critic, Db, Debug, Device, Dtype, Endpoi
                               Watcher, WatcherModel, Weights, build_config, err_console, free_path, renderer_options,
                               report, writable_store)
 
+from contract.errors import UserError
+
 app = typer.Typer()
+
+
+def segment_options(segment_s: float) -> dict:
+    """``--segment-s`` as run options: 0 turns segmenting off; otherwise a window the crossfades fit in."""
+    import math
+
+    from contract.segments import ROLL_S
+
+    if segment_s == 0:
+        return {"enabled": False}
+    low = 1.0 + 2 * ROLL_S + 1.0  # a sub-split's crossfade and both rolls, plus at least a second of its own
+    if not math.isfinite(segment_s) or not low < segment_s <= 3600:
+        raise UserError(f"--segment-s must be 0 (one window) or more than {low:g} and at most 3600 s, "
+                        f"got {segment_s:g}")
+    return {"max_s": float(segment_s)}
 
 
 def resolve_video(video: str) -> Path:
@@ -31,7 +48,11 @@ def dub(ctx: typer.Context,
         renderer: Renderer = "offline", weights: Weights = None, critic: Critic = None, refiner: Refiner = None,
         max_duration: MaxDuration = 600.0, keep_original: KeepOriginal = "drop", device: Device = "auto",
         dtype: Dtype = "auto", steps: Steps = None, cfg_scale: CfgScale = None, metaclip: MetaClip = None,
-        t5: T5 = None, synchformer: Synchformer = None, db: Db = None, debug: Debug = False):
+        t5: T5 = None, synchformer: Synchformer = None,
+        segment_s: Annotated[Optional[float], typer.Option(
+            "--segment-s", help="Longest render window (s) of a long or multi-shot video's segments (default 30; "
+                                "a renderer with a shorter window, e.g. ThinkSound's 9 s, caps it); 0 = one window")
+        ] = None, db: Db = None, debug: Debug = False):
     """Dub one video end to end (default output ./NAME.foley.mp4, never over an existing file)."""
     from agent import outputs, runs
 
@@ -39,6 +60,8 @@ def dub(ctx: typer.Context,
                        endpoint=endpoint, renderer=renderer, critic=critic, refiner=refiner,
                        max_duration=max_duration, keep_original=keep_original, device=device, dtype=dtype,
                        renderer_opts=renderer_options(weights, steps, cfg_scale, metaclip, t5, synchformer))
+    if segment_s is not None:
+        cfg.options["segments"] = segment_options(segment_s)
     path = resolve_video(video)
     out_path = outputs.check_out(out if out is not None else free_path(Path.cwd() / outputs.out_name(path)), "video",
                                  inputs=[path], force=force)

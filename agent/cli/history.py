@@ -11,8 +11,9 @@ from rich.table import Table
 
 from agent.cli.common import (AsJson, Db, Debug, RoundRef, fmt, get_run, out_console, round_by_ref, store,
                               stored_plan)
+from contract import segments as segs
 from contract.errors import UserError
-from contract.plan import Plan
+from contract.plan import Critique, Plan
 
 app = typer.Typer()
 MAX_LIMIT = 1_000_000
@@ -52,6 +53,32 @@ def print_plan(plan: Plan, title: str) -> None:
             t.add_row(e.id, e.kind.value, f"{e.start_s:.2f}", f"{e.end_s:.2f}", e.label, f"{e.gain_db:g}",
                       f"{e.pan:g}")
         out_console.print(t)
+
+
+def print_segments(plan: Plan, rounds: list) -> None:
+    """A segmented plan's segments, one row each: span, how it starts, scene, its events, its caption, and per
+    round its overall score (``*`` = rendered in that round, otherwise its audio was reused)."""
+    own = segs.owners(plan)
+    scored = []
+    for r in rounds:
+        try:
+            crit = Critique.from_json(r.critique_json) if r.critique_json else None
+        except ValueError:
+            crit = None
+        if crit is not None and crit.segments:
+            scored.append((f"{r.branch}.{r.index}", {p.index: p for p in crit.segments}))
+    t = Table("segment", "span (s)", "starts at", "scene", "events", "caption", *(f"round {n}" for n, _ in scored))
+    for s in plan.segments or []:
+        cells = []
+        for _, parts in scored:
+            p = parts.get(s.index)
+            cells.append("—" if p is None else f"{fmt(p.overall)}{'*' if p.rendered else ''}")
+        start = "cut" if s.cut else ("split" if s.index else "start")
+        t.add_row(str(s.index), s.span_text().replace(" s", ""), start, str(s.scene),
+                  str(sum(1 for k in own.values() if k == s.index)), s.caption or plan.caption, *cells)
+    out_console.print(f"segments: {len(plan.segments or [])} (score per round; * = rendered that round, "
+                      "otherwise reused)", highlight=False)
+    out_console.print(t)
 
 
 @app.command()
@@ -97,16 +124,30 @@ def show(ctx: typer.Context,
         out_console.print(f"best: round {best.branch}.{best.index} (id {best.id}), overall {fmt(best.score_overall)}"
                           " (★★; ★ = each branch's best)")
         where = f"round {best.branch}.{best.index}"
-        print_plan(stored_plan(best.plan_json, f"{where} of run {run.id}"), f"kept plan ({where})")
+        kept = stored_plan(best.plan_json, f"{where} of run {run.id}")
+        print_plan(kept, f"kept plan ({where})")
+        if kept.segments:
+            print_segments(kept, [r for r in rounds if r.branch == best.branch])
     timings = run.timings()
     if timings:
         out_console.print("timings (s): " + ", ".join(f"{k}={v:.2f}" for k, v in sorted(timings.items())))
 
 
 @app.command("plan")
-def export_plan(ctx: typer.Context, run_id: str, round_ref: RoundRef = "0", db: Db = None, debug: Debug = False):
-    """Print a round's plan as JSON (edit it, then `regenerate`)."""
+def export_plan(ctx: typer.Context, run_id: str, round_ref: RoundRef = "0",
+                segment: Annotated[Optional[int], typer.Option(
+                    "--segment", help="Print this segment's own plan (its time starts at its render window)")] = None,
+                db: Db = None, debug: Debug = False):
+    """Print a round's plan as JSON (edit it, then `regenerate`); a segmented plan lists its segments."""
     st = store(ctx)
     run = get_run(st, run_id)
     rnd = round_by_ref(st, run, round_ref)
-    print(stored_plan(rnd.plan_json, f"round {rnd.branch}.{rnd.index} of run {run.id}").to_json())
+    plan = stored_plan(rnd.plan_json, f"round {rnd.branch}.{rnd.index} of run {run.id}")
+    if segment is None:
+        print(plan.to_json())
+        return
+    n = len(plan.segments or [])
+    if not 0 <= segment < n:
+        raise UserError(f"--segment {segment}: round {rnd.branch}.{rnd.index} has "
+                        + (f"segments 0–{n - 1}" if n else "no segments (a single render window)"))
+    print(segs.sub_plan(plan, segment).to_json())

@@ -36,6 +36,8 @@ def model_id_for(weights: WeightsDir) -> str:
 
 class ThinkSoundRenderer:
     name = NAME
+    # ThinkSound is trained on ~9 s clips: a longer video is rendered in segments of at most this (agent.segments).
+    max_window_s = 9.0
 
     def __init__(self, spec: PipelineSpec, steps: int = DEFAULT_STEPS, cfg_scale: float = DEFAULT_CFG_SCALE) -> None:
         check_inputs(1.0, steps, cfg_scale)  # ValueError before anything else happens

@@ -166,6 +166,10 @@ with plan_tab:
     st.dataframe(editor.events_table(plan), hide_index=True, width="stretch")
     st.markdown("**Negatives**")
     st.text(", ".join(plan.negatives) or "—")
+    segment_rows = components.segments_frame(plan, rnd.critique_json)
+    if not segment_rows.empty:
+        st.markdown("**Segments** (rendered one window each, joined with crossfades; dashed lines on the timeline)")
+        st.dataframe(segment_rows, hide_index=True, width="stretch")
     budget = plan.cot_budget_report()
     st.caption(f"CoT: {budget['tokens']} / {budget['budget']} tokens"
                + ("" if budget["fits"] else f" ({budget['overflow']} over: the end is cut off)")
