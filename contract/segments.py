@@ -28,6 +28,7 @@ MAX_SEGMENTS = 2000  # 1 h at 2 s a segment: more is a malformed plan, not a vid
 TILE_TOLERANCE_S = 1e-3
 BED_KINDS = ("ambience", "continuous", "music")
 ROLL_S = 0.5  # rendered beyond each crossfade and dropped at the join: a renderer's own edge fades land there
+OWNER_TOLERANCE_S = 0.005  # well under a video frame
 EDGE_S = 0.25  # a bed that starts/ends this close to a boundary is carried through it
 SECTION_NAMES = ("semantic", "temporal", "aesthetic", "spatial")
 
@@ -180,9 +181,11 @@ def _nudge(t: float, avoid: Sequence[float], xfade: float, lo: float, hi: float,
 
 # ---- a plan cut into segments and put back ------------------------------------------------------------------
 def owner_of(segments: Sequence[Segment], t: float) -> int:
-    """Index of the segment that owns time ``t`` (start_s <= t < end_s; the last one owns its end)."""
+    """Index of the segment that owns time ``t`` (start_s <= t < end_s; the last one owns its end). Plan times are
+    rounded more coarsely than boundaries, so ``t`` within ``OWNER_TOLERANCE_S`` before a boundary is the next
+    segment's: a bed the watcher starts "at the cut" must not be cut off at the end of the previous segment."""
     starts = [s.start_s for s in segments]
-    return max(0, min(len(segments) - 1, bisect.bisect_right(starts, t) - 1))
+    return max(0, min(len(segments) - 1, bisect.bisect_right(starts, t + OWNER_TOLERANCE_S) - 1))
 
 
 def owners(plan: "Plan") -> dict[str, int]:

@@ -94,6 +94,21 @@ def test_an_event_across_a_boundary_is_rendered_once_and_beds_follow_the_scene()
     assert subs[2].event("late").start_s == pytest.approx(70.0 - plan.segments[2].render_start_s)
 
 
+def test_a_bed_starting_at_a_cut_in_coarser_rounding_belongs_to_the_next_segment():
+    """Seen on a real lecture clip: the cut at 13.5333 s, the watcher's new bed at 13.533 s (plan times are rounded
+    to the millisecond). The bed went to the previous segment, was cut off at its end, and the last 3.7 s rendered
+    as digital silence."""
+    parts = cs.split(17.266, [13.5333], 30.0, cues=["hall", "blackboard"])
+    events = [Event(id="amb0", label="air", kind="ambience", start_s=0.0, end_s=13.533, gain_db=-24),
+              Event(id="amb1", label="air", kind="ambience", start_s=13.533, end_s=17.266, gain_db=-24)]
+    plan = _plan(17.266, events, parts)
+    assert plan.segments[1].start_s == pytest.approx(13.5333)
+    last = cs.sub_plan(plan, 1)
+    bed = last.event("amb1")
+    assert bed is not None and bed.end_s == pytest.approx(last.duration_s)
+    assert cs.sub_plan(plan, 0).event("amb1") is None
+
+
 def test_merge_puts_a_refined_segment_back_and_leaves_the_others_identical():
     plan = _segmented()
     same = cs.merge(plan, 1, cs.sub_plan(plan, 1))
