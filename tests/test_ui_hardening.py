@@ -103,3 +103,19 @@ def test_the_run_page_refuses_a_plan_the_service_refuses(tmp_path, monkeypatch):
     errors = [e.value for e in at.error]
     assert any("cannot be regenerated" in e and "duration" in e for e in errors), errors
     assert store.rounds(run_id, branch=1) == [] and "1" not in store.get_run(run_id).branches()
+
+
+def test_the_studio_imports_with_ui_first_on_the_path_as_streamlit_puts_it():
+    """`streamlit run ui/app.py` puts ui/ first on sys.path: a ui module named like a top-level package
+    (ui/models.py beside models/) shadowed it and the run page died with a circular ImportError in the browser."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    packages = {p.name for p in root.iterdir() if (p / "__init__.py").exists()}
+    assert not {p.stem for p in (root / "ui").glob("*.py")} & packages
+    code = "import sys; sys.path.insert(0, sys.argv[1]); import agent.config, agent.backends, models.precision"
+    res = subprocess.run([sys.executable, "-c", code, str(root / "ui")], cwd=root, capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0, res.stderr[-800:]

@@ -4,8 +4,9 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-if str(HERE.parent) not in sys.path:  # `streamlit run ui/app.py` puts only ui/ on the path
-    sys.path.insert(0, str(HERE.parent))
+# `streamlit run ui/app.py` puts ui/ first on the path, where a module named like a top-level package (models,
+# store, agent …) would shadow it: only the repository root is kept, first.
+sys.path[:] = [str(HERE.parent)] + [p for p in sys.path if Path(p or ".").resolve() not in (HERE, HERE.parent)]
 
 import streamlit as st  # noqa: E402
 

@@ -9,7 +9,7 @@ import streamlit as st
 from agent.config import RunConfig
 from contract.plan import SECTIONS, Critique, Plan, PlanInvalid
 from store import media
-from ui import common, components, editor, errors, models, playback, queries
+from ui import common, components, editor, errors, licences, playback, queries
 from ui.components import md_escape, md_table
 
 # Every text from a model or a user (plans, findings, changes, errors, file names, the address bar) is shown as
@@ -267,7 +267,7 @@ with timing_tab:
 
 @st.cache_data(ttl=600, show_spinner=False)
 def _licences(backends_json: str, config_json: str) -> list[dict]:
-    return models.licence_rows(json.loads(backends_json or "{}"), config_json)
+    return licences.licence_rows(json.loads(backends_json or "{}"), config_json)
 
 
 with models_tab:
