@@ -111,7 +111,14 @@ def _segmented(ctx: RunContext, plan: Plan, meta: dict, video: Path, info: Video
 
 def _segment_run(ctx: RunContext, state: RunState, plan: Plan) -> segmenting.SegmentRun:
     video = Path(state["video_path"]) if state.get("video_path") else None
-    return segmenting.prepare(plan, video, _info(ctx, state["run_id"]), ctx.store.home / "cache")
+    return segmenting.prepare(plan, video, _info(ctx, state["run_id"]), ctx.store.home / "cache", _renderer_key(ctx))
+
+
+def _renderer_key(ctx: RunContext) -> str:
+    """What besides the plan decides the renderer's audio (its options, device, dtype): part of the segment cache
+    key, shared by every run under this home."""
+    opts = backends.options_for("renderer", ctx.cfg)
+    return json.dumps([opts.name, dict(opts.params), opts.device, opts.dtype], sort_keys=True, default=str)
 
 
 def review(state: RunState, runtime: Runtime[RunContext]) -> dict:
@@ -312,7 +319,8 @@ def _prune_segments(ctx: RunContext, state: RunState, best: Round) -> None:
             if r.id != best.id and r.plan_json and r.status != "failed"]
     try:
         segmenting.prune(backends.get("renderer", ctx.cfg), done, (kept, best.seed),
-                         segmenting.SegmentRun(ctx.store.home / "cache" / "segments", None, _video_key(state)))
+                         segmenting.SegmentRun(ctx.store.home / "cache" / "segments", None, _video_key(state),
+                                               _renderer_key(ctx)))
     except OSError as exc:  # a cache that cannot be tidied is not a failed run
         log.warning("could not prune the segment cache: %s", exc)
 

@@ -239,14 +239,15 @@ def seed_of(plan: Plan, k: int, seed: int) -> int:
     return seed if s is None else s
 
 
-def segment_key(renderer: Any, sub: Plan, seed: int, video_key: str, window: tuple[float, float]) -> str:
-    """Everything that decides a segment's audio: the renderer, the segment's plan (not its id or authorship),
-    the seed and the stretch of video."""
+def segment_key(renderer: Any, sub: Plan, seed: int, video_key: str, window: tuple[float, float],
+                renderer_key: str = "") -> str:
+    """Everything that decides a segment's audio: the renderer and its options, the segment's plan (not its id or
+    authorship), the seed and the stretch of video."""
     plan = sub.model_dump(mode="json", exclude={"plan_id"})
     prov = plan.pop("provenance", {})
     plan["extras"] = {k: v for k, v in prov.items() if k not in ("author", "backend", "model_id", "prompt_version",
                                                                     "round", "parent_plan_id", "segment")}
-    data = {"renderer": [getattr(renderer, "name", ""), getattr(renderer, "model_id", "")], "plan": plan,
+    data = {"renderer": [getattr(renderer, "name", ""), getattr(renderer, "model_id", ""), renderer_key], "plan": plan,
             "seed": int(seed), "video": video_key, "window": [round(window[0], 4), round(window[1], 4)]}
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
@@ -258,6 +259,7 @@ class SegmentRun:
     cache_dir: Path
     proxies: list[Proxy] | None
     video_key: str
+    renderer_key: str = ""  # the renderer's options (weights, steps, dtype …): two configs never share audio
 
     def audio_path(self, key: str) -> Path:
         return self.cache_dir / f"{key}.wav"
@@ -268,13 +270,14 @@ class SegmentRun:
         return self.proxies[k].path, self.proxies[k].info
 
 
-def prepare(plan: Plan, video: Path | None, info: VideoInfo | None, cache_root: Path) -> SegmentRun:
+def prepare(plan: Plan, video: Path | None, info: VideoInfo | None, cache_root: Path,
+            renderer_key: str = "") -> SegmentRun:
     cache_root = Path(cache_root)
     (cache_root / "segments").mkdir(parents=True, exist_ok=True)
     if video is None or info is None:
-        return SegmentRun(cache_root / "segments", None, "")
+        return SegmentRun(cache_root / "segments", None, "", renderer_key)
     return SegmentRun(cache_root / "segments", proxies(Path(video), info, plan.segments or [], cache_root / "proxies"),
-                      video_key(Path(video)))
+                      video_key(Path(video)), renderer_key)
 
 
 def _keys(renderer: Any, plan: Plan, seed: int, sr: SegmentRun) -> list[tuple[Plan, int, str]]:
@@ -282,7 +285,8 @@ def _keys(renderer: Any, plan: Plan, seed: int, sr: SegmentRun) -> list[tuple[Pl
     for s in plan.segments or []:
         sub = seg.sub_plan(plan, s.index)
         sd = seed_of(plan, s.index, seed)
-        out.append((sub, sd, segment_key(renderer, sub, sd, sr.video_key, (s.render_start_s, s.render_end_s))))
+        out.append((sub, sd, segment_key(renderer, sub, sd, sr.video_key, (s.render_start_s, s.render_end_s),
+                                              sr.renderer_key)))
     return out
 
 

@@ -242,6 +242,23 @@ def test_a_refined_round_renders_only_the_weak_segments(tmp_path):
     assert renderer.calls == []
 
 
+def test_segment_audio_is_shared_only_by_runs_with_the_same_renderer_options(tmp_path):
+    """The cache lives under the home, across runs: a run with other renderer options (steps, weights, dtype) must
+    render its own audio, not reuse another configuration's."""
+    parts = cs.split(60.0, [30.0], 40.0, cues=["a", "b"])
+    events = [Event(id=f"bed{i}", label="wind", kind="ambience", start_s=30.0 * i, end_s=30.0 * (i + 1))
+              for i in range(2)]
+    plan = _plan(60.0, events, parts)
+    renderer = CountingRenderer()
+    steps8 = S.prepare(plan, None, None, tmp_path / "cache", renderer_key='["thinksound", {"steps": 8}]')
+    steps24 = S.prepare(plan, None, None, tmp_path / "cache", renderer_key='["thinksound", {"steps": 24}]')
+    S.render(renderer, plan, 0, tmp_path / "a.wav", steps8)
+    again = S.render(renderer, plan, 0, tmp_path / "b.wav", steps8)
+    other = S.render(renderer, plan, 0, tmp_path / "c.wav", steps24)
+    assert again.meta["segments"]["reused"] == [0, 1]
+    assert other.meta["segments"]["rendered"] == [0, 1] and len(renderer.calls) == 4
+
+
 # ---- a 2-minute multi-scene clip, end to end on the offline default -------------------------------------------------
 THRESHOLDS = {"semantic": 0.0, "temporal": 0.0, "aesthetic": 0.0, "spatial": 0.97}
 
