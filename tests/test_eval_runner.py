@@ -339,3 +339,27 @@ def test_model_metrics_and_verifier_critic_with_tiny_models(tmp_path, fake_backe
         assert crit["scores"]["aesthetic"] == pytest.approx(linear01(raw["aesthetics"], 4.0, 8.0))
         assert crit["scores"]["spatial"] == pytest.approx(0.3 + 0.2 * rnd.index)
     assert np.isfinite(m["kept"]["clap"])
+
+
+def test_report_counts_no_worse_over_the_runs_that_kept_a_later_round():
+    """Issue 9's test of the loop: a run that keeps round 0 is no worse by construction, so the share that says
+    whether later rounds help is over the runs that kept one (here 1 of 2, while 3 of 4 clips are no worse)."""
+    from evaluation import report
+
+    def clip(name, later, no_worse):
+        m = {"onset_f1": 0.5}
+        return {"name": name, "group": "g", "status": "scored", "kept_index": 1 if later else 0,
+                "kept_later": later, "no_worse": no_worse, "metrics": {"round0": m, "kept": m}, "critic": []}
+
+    clips = [clip("a", False, True), clip("b", False, True), clip("c", True, True), clip("d", True, False)]
+    summary = report.summarise(clips)
+    assert summary["no_worse"]["n"] == 3 and summary["kept_later"]["n"] == 2
+    assert summary["later_no_worse"] == {"n": 1, "of": 2, "share": 0.5, "clips": ["c", "d"]}
+    header = {"eval_id": "e", "corpus_path": "c", "corpus_kind": "k", "corpus_hash": "0" * 64, "backends": "b",
+              "code_version": "v", "created_at": "t"}
+    md = report.markdown(header, clips, summary)
+    assert ("- of the runs that kept a later round, kept round no worse than round 0 on every independent measure: "
+            "1 of 2 (50 %)") in md
+    none_later = report.summarise(clips[:2])
+    assert none_later["later_no_worse"]["of"] == 0 and none_later["later_no_worse"]["share"] is None
+    assert "1 of 2" not in report.markdown(header, clips[:2], none_later)
