@@ -202,9 +202,12 @@ def decide_node(state: RunState, runtime: Runtime[RunContext]) -> dict:
                rounds_without_improvement=state.get("rounds_without_improvement", 0),
                min_improvement=ctx.cfg.min_improvement, patience=ctx.cfg.patience, best_scores=best_scores,
                aimed_at=_aimed_at(state, rnd, best, ctx.cfg.thresholds))
-    if d.evidence:
-        log.info("round %s vs best round %s: %s (%s)", rnd.index, best.index if best else None,
-                 "kept" if d.improved else "not kept", d.evidence)
+    if d.evidence:  # why it was (not) kept, beside what the refiner changed (the studio lists them)
+        verdict = f"loop: {'kept' if d.improved else 'not kept'} against round {best.index}: {d.evidence}"
+        log.info("round %s: %s", rnd.index, verdict)
+        changes = json.loads(rnd.changes_json or "[]")
+        if not any(str(c).startswith("loop: ") for c in changes):  # a decide re-run after a crash adds nothing
+            ctx.store.update_round(rnd.id, changes_json=json.dumps(changes + [verdict]))
     update = {"best_overall": d.best_overall, "rounds_without_improvement": d.rounds_without_improvement,
               "stop_reason": d.reason}
     if d.improved or state.get("best_round_id") is None:

@@ -79,6 +79,9 @@ def test_a_later_round_better_only_where_the_refine_did_not_aim_is_not_kept(stor
     run_id, _ = runs.dub(store, clip, CFG)
     run, rounds = store.get_run(run_id), store.rounds(run_id)
     assert run.stop_reason == "no_improvement" and len(rounds) == 2 and run.best_round_id == rounds[0].id
+    why = json.loads(rounds[1].changes_json)[-1]  # the decision is recorded beside the refiner's changes
+    assert why.startswith("loop: not kept against round 0: gain +0.000 on what the refine aimed at is within")
+    assert "aesthetic +0.200 (not aimed at)" in why
 
     monkeypatch.setattr(fakes.FakeRefiner, "refine", refine_aimed_at(["aesthetic"]))
     run_id, _ = runs.dub(store, clip, CFG)
