@@ -492,6 +492,22 @@ def weak_segments(crit: Critique, thresholds: dict[str, float]) -> list[int]:
     return weak
 
 
+def own_findings(plan: Plan, k: int, findings: Sequence[Finding]) -> list[Finding]:
+    """Segment ``k``'s findings less those about its pre-roll or post-roll: a time there belongs to the
+    neighbour (it judges that span itself, and ``seg.merge`` drops what is added there), so a hint to add or
+    move a sound into a roll would only give a round that renders the same audio."""
+    s = (plan.segments or [])[k]
+    lo, hi = s.start_s - s.render_start_s, s.end_s - s.render_start_s
+    out = []
+    for f in findings:
+        at = [f.hint[x] for x in ("time_s", "to_s") if isinstance((f.hint or {}).get(x), (int, float))]
+        if f.hint and f.hint.get("action") in ("add_event", "drop_or_shift") and at \
+                and not any(lo <= t < hi for t in at):
+            continue
+        out.append(f)
+    return out
+
+
 def refine(refiner: Any, plan: Plan, crit: Critique, thresholds: dict[str, float], round_index: int, seed: int,
            sr: SegmentRun) -> RefineResult:
     """The refiner rewrites the weak segments only, each from its own plan and critique; everything else stays
@@ -505,7 +521,7 @@ def refine(refiner: Any, plan: Plan, crit: Critique, thresholds: dict[str, float
     for k in weak_segments(crit, thresholds):
         part = by_index[k]
         sub = seg.sub_plan(new, k)
-        sub_crit = Critique(scores=part.scores, findings=part.findings)
+        sub_crit = Critique(scores=part.scores, findings=own_findings(new, k, part.findings))
         failing = sub_crit.failing(thresholds) or [d for d, v in part.scores.items() if v is not None]
         sd = seed_of(new, k, seed)
         video, vinfo = sr.proxy(k)

@@ -11,7 +11,7 @@ import pytest
 
 from agent import segments as S
 from contract import segments as cs
-from contract.plan import Critique, Event, Plan, PlanInvalid, SegmentScore
+from contract.plan import Critique, Event, Finding, Plan, PlanInvalid, SegmentScore
 from contract.protocols import RefineResult, RenderResult
 from store.media import read_audio, write_audio
 from tests.segment_clips import join_report
@@ -418,3 +418,34 @@ def test_weak_segments_with_nothing_left_to_try_stop_the_loop(tmp_path):
     assert S.same_audio_as(renderer, plan, 0, [(0, plan, 0)]) == 0
     louder = S.refine(LouderRefiner(), plan, crit, thresholds, 1, 0, run).plan
     assert S.same_audio_as(renderer, louder, 0, [(0, plan, 0)]) is None
+
+
+def test_a_segment_is_not_refined_for_what_its_roll_shows(tmp_path):
+    """A visible impact in a segment's pre-roll belongs to the previous segment: the refiner of this segment must
+    not be asked to add a sound there (the merge would drop it and the round would render the same audio)."""
+    parts = cs.split(60.0, [30.0], 40.0, cues=["a", "b"])
+    plan = _plan(60.0, [Event(id=f"bed{i}", label="wind", kind="ambience", start_s=30.0 * i, end_s=30.0 * (i + 1),
+                              gain_db=-20.0) for i in range(2)], parts)
+    roll = parts[1].start_s - parts[1].render_start_s
+    assert roll > 0.2
+    in_roll = Finding(target="temporal", dimension="temporal", problem="visible impact without sound",
+                      hint={"action": "add_event", "time_s": roll / 2, "pan": 0.0})
+    inside = Finding(target="temporal", dimension="temporal", problem="visible impact without sound",
+                     hint={"action": "add_event", "time_s": roll + 2.0, "pan": 0.0})
+    crit = Critique(scores={"semantic": 0.9, "temporal": 0.9, "aesthetic": 0.9, "spatial": 0.9}, segments=[
+        SegmentScore(index=0, start_s=0.0, end_s=parts[0].end_s, scores={"semantic": 0.9, "temporal": 0.9,
+                                                                        "aesthetic": 0.9, "spatial": 0.9}),
+        SegmentScore(index=1, start_s=parts[1].start_s, end_s=60.0, findings=[in_roll, inside],
+                     scores={"semantic": 0.9, "temporal": 0.1, "aesthetic": 0.9, "spatial": 0.9})])
+    seen: list[list[float]] = []
+
+    class Recording:
+        name, model_id = "recording", "recording-1"
+
+        def refine(self, plan, critique, failing, round_index, seed, video=None, info=None):
+            seen.append([f.hint["time_s"] for f in critique.findings if f.hint])
+            return RefineResult(plan=plan, seed=seed, stop="nothing")
+
+    run = S.prepare(plan, None, None, tmp_path / "cache")
+    S.refine(Recording(), plan, crit, {"semantic": 0.5, "temporal": 0.5, "aesthetic": 0.5, "spatial": 0.5}, 1, 0, run)
+    assert seen == [[roll + 2.0]]
