@@ -67,8 +67,8 @@ SOURCES = {
                     "b7599368598cd7a96e89772d48d7c89327fcc8d4490e0760eceda0bd792025d5", "Expat (unverified)",
                     "oa4_launch.webm from the Ren'Py tutorial game, (c) 2004-2022 Tom Rothamel and Ren'Py contributors "
                     "(Debian renpy-demo)", licence_note="debian/copyright covers it only through its 'Files: *' "
-                    "stanza (Expat); the file name suggests launch footage of the OA-4 Cygnus mission (2015), whose own "
-                    "terms are not stated in the package and not verified here"),
+                    "stanza (Expat); the file name suggests launch footage of the OA-4 Cygnus mission (2015), whose "
+                    "own terms are not stated in the package and not verified here"),
 }
 
 
