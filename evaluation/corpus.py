@@ -62,6 +62,13 @@ SOURCES = {
                         "usr/share/forensics-samples/original-files/movie2/movie-hello.mp4",
                         "8710c751be1a71a88e343540ea1a5cab1fd349c2bcdf07626a27cfe68689e7c4", "CC BY-SA 4.0",
                         "forensics-samples, (c) 2019-2020 Joao Eriberto Mota Filho (Debian forensics-samples-files)"),
+    # The one corpus source whose soundtrack is mostly effects (a rocket launch), not speech or score.
+    "renpy": Source("renpy", "deb", "renpy-demo", "8.0.3+dfsg-1", "usr/share/games/renpy/demo/game/oa4_launch.webm",
+                    "b7599368598cd7a96e89772d48d7c89327fcc8d4490e0760eceda0bd792025d5", "Expat (unverified)",
+                    "oa4_launch.webm from the Ren'Py tutorial game, (c) 2004-2022 Tom Rothamel and Ren'Py contributors "
+                    "(Debian renpy-demo)", licence_note="debian/copyright covers it only through its 'Files: *' "
+                    "stanza (Expat); the file name suggests launch footage of the OA-4 Cygnus mission (2015), whose "
+                    "own terms are not stated in the package and not verified here"),
 }
 
 
@@ -102,6 +109,12 @@ CLIPS = [
              "Screen: webcam inset of a man beside a terminal ('Hello world...'), typing `ls`. Sound (by analysis, "
              "not by ear): weakly voiced male voice (~135 Hz) in the first ~3 s, then quiet room tone (-36 dB) with "
              "dense click-like onsets consistent with typing."),
+    ClipSpec("rocket_launch", "renpy", None, None, "foley",
+             "Screen: wide shot of a rocket on its launch pad by the sea, engine ignition at ~2.3 s (flame and "
+             "steam at the base), then from ~3.1 s a closer shot of the rocket rising past the launch tower. Sound (by "
+             "analysis, not by ear): first ~2 s quiet (-53 dB) with short loud voiced bursts at ~0.5 and ~1.5 s "
+             "(f0 ~130-170 Hz, consistent with launch commentary); from ~2.3 s broadband noise-like rocket roar "
+             "(spectral flatness ~0.5, no periodicity, -35 to -41 dB) with a loud burst at ~6.5 s (-24 dB)."),
 ]
 SUBSETS = {"ci": [c.name for c in CLIPS if "ci" in c.subsets], "all": [c.name for c in CLIPS]}
 

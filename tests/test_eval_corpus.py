@@ -1,13 +1,17 @@
 """The CI corpus subset: silent key-frame-aligned video copies and reference WAVs that line up, with a manifest."""
 
 import json
+import shutil
+import subprocess
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from evaluation import corpus as C
 from store.media import probe, read_audio, sha256_file
+from store.synthetic import make_impact_clip
 
 
 @pytest.fixture(scope="module")
@@ -72,3 +76,62 @@ def test_unavailable_source_is_reported(tmp_path, monkeypatch):
     assert [s["name"] for s in m["skipped"]] == ["bbb_trailer_bird"] and "offline" in m["skipped"][0]["why"]
     with pytest.raises(C.SourceUnavailable, match="offline"):
         C.build(tmp_path / "out2", "ci", cache=empty)
+
+
+def test_all_subset_has_pinned_foley_clips():
+    """Issue #9's targets are stated on clips whose soundtrack is mostly effects: the full corpus must hold some,
+    each from a source pinned by sha256 with its licence, and described by what is on screen and in the sound."""
+    foley = [c for c in C.CLIPS if c.content == "foley" and c.name in C.SUBSETS["all"]]
+    assert foley, "no clip of the full corpus is mostly foley"
+    for clip in foley:
+        src = C.SOURCES[clip.source]
+        assert src.kind in {"pip-sdist", "pip-wheel", "deb"} and len(src.sha256 or "") == 64
+        assert src.version and src.licence and src.attribution
+        assert clip.note.startswith("Screen:") and "Sound" in clip.note
+
+
+def _fake_deb(tmp: Path, package: str, version: str, member: str) -> Path:
+    """A real .deb (dpkg-deb --build) holding one short synthetic video with a soundtrack at ``member``."""
+    root = tmp / "debroot"
+    (root / "DEBIAN").mkdir(parents=True)
+    (root / "DEBIAN" / "control").write_text(f"Package: {package}\nVersion: {version}\nArchitecture: all\n"
+                                            "Maintainer: test <test@example.org>\nDescription: fake\n")
+    video = root / member
+    video.parent.mkdir(parents=True)
+    make_impact_clip(video, duration_s=2.0, impacts=(0.5, 1.3), audio=True, size=(64, 48))
+    deb = tmp / "cache" / f"{package}_{version}_all.deb"
+    deb.parent.mkdir()
+    subprocess.run(["dpkg-deb", "--root-owner-group", "--build", str(root), str(deb)], check=True,
+                   capture_output=True)
+    return deb
+
+
+@pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="needs dpkg-deb")
+def test_deb_source_from_cache_without_network(tmp_path, monkeypatch):
+    """A Debian source already in the cache is checked against its pin and unpacked with dpkg-deb (no apt, no
+    network); the clip is cut from it like any other, and an archive that differs from the pin is refused."""
+    member = "usr/share/games/fake/game/launch.mp4"
+    deb = _fake_deb(tmp_path, "fake-demo", "1.0-1", member)
+    src = C.Source("fake", "deb", "fake-demo", "1.0-1", member, sha256_file(deb), "Expat", "test")
+    spec = C.ClipSpec("fake_launch", "fake", None, None, "foley", "Screen: a ball. Sound: knocks.")
+    monkeypatch.setitem(C.SOURCES, "fake", src)
+    monkeypatch.setattr(C, "CLIPS", [spec])
+    monkeypatch.setitem(C.SUBSETS, "all", [spec.name])
+    calls = []
+    real_run = C._run
+    monkeypatch.setattr(C, "_run", lambda cmd, *a: (calls.append(cmd[0]), real_run(cmd, *a))[1])
+
+    m = C.build(tmp_path / "out", "all", cache=deb.parent, log=lambda *_: None)
+    assert calls == ["dpkg-deb"]  # unpacked only: nothing downloaded
+    (clip,) = m["clips"]
+    assert clip["source"]["archive_sha256"] == src.sha256 and clip["content"] == "foley"
+    assert not probe(tmp_path / "out" / clip["video"]).has_audio
+    a, sr = read_audio(tmp_path / "out" / clip["reference"])
+    full, fsr = read_audio(deb.parent / "fake-demo-1.0-1" / member)
+    n = min(a.shape[1], full.shape[1])
+    assert sr == fsr and n > 1.9 * sr and np.max(np.abs(a[:, :n] - full[:, :n])) < 2e-4
+
+    monkeypatch.setitem(C.SOURCES, "fake", C.Source("fake", "deb", "fake-demo", "1.0-1", member, "0" * 64,
+                                                     "Expat", "test"))
+    with pytest.raises(C.SourceUnavailable, match="differs from the pinned"):
+        C.fetch("fake", deb.parent)
