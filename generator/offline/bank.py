@@ -25,7 +25,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from generator.offline.text_embed import TextEmbedder, get_embedder, word_stems
+from models.text_embed import TextEmbedder, get_embedder, word_stems
 
 log = logging.getLogger(__name__)
 
