@@ -107,13 +107,21 @@ def _references(label: str) -> list:
 _bank_lookup = None
 
 
+def _reference_catalog() -> list:
+    """Every bank recording with its description (the offline critic's "what does this sound like" index)."""
+    from generator.offline.bank import reference_catalog
+
+    return reference_catalog()
+
+
 def options_for(role: str, cfg: RunConfig, name: str | None = None) -> BackendOptions:
     """The slice of the run config that the ``role`` backend may see, plus the lookups it may need. A backend
     never sees "auto": device and dtype are resolved for this machine (``RunConfig.resolved``)."""
     cfg = cfg.resolved()
     return BackendOptions(role=role, name=name or chosen(role, cfg), params=cfg.opts(role), device=cfg.device,
                           dtype=cfg.dtype, seed=cfg.seed, thresholds=dict(cfg.thresholds),
-                          peer=lambda r, n: get(r, cfg, name=n), references=_references)
+                          peer=lambda r, n: get(r, cfg, name=n), references=_references,
+                          reference_catalog=_reference_catalog)
 
 
 def get(role: str, cfg: RunConfig, name: str | None = None):

@@ -26,3 +26,6 @@ class BackendOptions:
     peer: Callable[[str, str], Any] | None = None
     # Recordings that ground a sound label (the offline critic's semantic references), when the host has some.
     references: Callable[[str], list[Path]] | None = None
+    # Every recording the host can offer, with its label ((label, path) pairs): the offline critic names what a
+    # render sounds like by its nearest recordings' labels, so it needs them all, not a lookup by label.
+    reference_catalog: Callable[[], list[tuple[str, Path]]] | None = None

@@ -485,3 +485,9 @@ def reference_lookup() -> Callable[[str], list[Path]]:
         return [Path(getattr(m, "path", m)) for m, _score in bank.match(label)[:3]]
 
     return files
+
+
+def reference_catalog() -> list[tuple[str, Path]]:
+    """(description, path) of every catalogued recording that is installed (music too). Injected into the offline
+    critic, which names what a render sounds like by its nearest recordings; needs no text model."""
+    return [(s.description, s.path) for s in discover(sonic_pi_dir(), ovos_animals_dir())]
