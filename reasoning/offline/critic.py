@@ -374,6 +374,7 @@ SEM_WINDOW_S = 100 * 1024 / 44100   # one aiSFX block (100 frames, hop 1024 at 4
 SEM_MIN_WINDOW_S = 1.0              # a shorter tail is not judged on its own
 SEM_MAX_WINDOWS = 6                 # the aiSFX CNN is the critic's main cost: a few windows, spread over the clip
 SEM_NEAREST = 3
+SEM_TIE = 0.02                      # a runner-up this much (aiSFX cosine) below the nearest weighs 1/e as much
 
 
 def semantic_windows(audio, sr: int) -> list[tuple[float, float]]:
@@ -405,8 +406,12 @@ class HeardWindow:
 
 def _judge_window(start: float, end: float, nearest: list[tuple[str, float]],
                   support: list[tuple[float, str]]) -> HeardWindow:
-    """Confidence-weighted fit of the nearest labels, pulled to neutral as the identification gets unsure."""
-    conf = np.array([rescale_cosine(c) for _, c in nearest])
+    """Confidence-weighted fit of the nearest labels, pulled to neutral as the identification gets unsure.
+
+    Runner-ups count only as far as they tie with the nearest one (a swoosh at 0.98 is a swoosh, whatever the
+    second-best at 0.81 is)."""
+    cos = np.array([c for _, c in nearest])
+    conf = np.array([rescale_cosine(c) for c in cos]) * (np.exp(-(cos.max() - cos) / SEM_TIE) if len(cos) else 1.0)
     fits = np.array([sem.fit(sem.specificity(lab), sup) for (lab, _), (sup, _) in zip(nearest, support)])
     ident = float(conf.max()) if len(conf) else 0.0
     heard = float(np.dot(conf, fits) / conf.sum()) if conf.sum() > 0 else sem.NEUTRAL
