@@ -806,12 +806,12 @@ class OfflineCritic:
         try:
             embedder = self.embedder()
             index = self.reference_index()
+            if index is None or not len(index):
+                return _missing("semantic", "no reference recording (sample bank unavailable)", name)
             text = self.text_embedder()
         except (ImportError, RuntimeError, OSError) as exc:
             log.warning("offline critic: semantic models unavailable (%s); semantic is not scored", exc)
             return _missing("semantic", f"aiSFX or text embedding unavailable ({exc})", name)
-        if index is None or not len(index):
-            return _missing("semantic", "no reference recording (sample bank unavailable)", name)
         if visual is None:
             if video is not None:
                 return _missing("semantic", why_no_visual, name)
