@@ -487,7 +487,11 @@ def reference_lookup() -> Callable[[str], list[Path]]:
     return files
 
 
-def reference_catalog() -> list[tuple[str, Path]]:
-    """(description, path) of every catalogued recording that is installed (music too). Injected into the offline
-    critic, which names what a render sounds like by its nearest recordings; needs no text model."""
-    return [(s.description, s.path) for s in discover(sonic_pi_dir(), ovos_animals_dir())]
+def reference_catalog(cache_dir: str | Path | None = None) -> list[tuple[str, Path]]:
+    """(label, path) of every recording the offline renderer can use: each catalogued bank file that is installed
+    (music too) with its description, and each procedural preset rendered once into ``cache_dir``. Injected into
+    the offline critic, which names what a render sounds like by its nearest recordings; needs no text model."""
+    from generator.offline.procedural import reference_recordings
+
+    bank = [(s.description, s.path) for s in discover(sonic_pi_dir(), ovos_animals_dir())]
+    return bank + reference_recordings(Path(cache_dir) if cache_dir else default_cache_dir())

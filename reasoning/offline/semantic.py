@@ -26,11 +26,11 @@ log = logging.getLogger(__name__)
 # whose content words are mostly outside this list names a source. Stemmed as labels are (``word_stems``).
 _GENERIC_TEXT = """
 rustle rustling movement move moving cloth fabric clothing brush brushing shuffle shuffling
-air airy breeze wind whoosh swoosh swish woosh sweep sweeping swing pass passes passing past by
-thud thump impact hit hitting knock bump tap blunt dull solid object something contact
+air airy breeze wind blow blowing whoosh swoosh swish woosh sweep sweeping swing pass passes passing past by
+thud thump impact hit hitting knock bump tap click tick blunt dull solid object something contact
 room tone ambience ambient atmosphere background bed quiet silence faint light soft gentle low deep heavy
 hum drone hiss noise rumble texture
-short quick fast slow long small large big sustained steady distant close dark bright hard
+short quick fast slow long small large big sharp sustained steady distant close dark bright hard
 outdoor outdoors indoor indoors open space
 """
 GENERIC_STEMS = frozenset(word_stems(_GENERIC_TEXT))
