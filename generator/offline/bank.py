@@ -21,7 +21,7 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -459,32 +459,6 @@ def negative_mask(desc_stems: Sequence[set[str]], embeddings: np.ndarray, negati
         sims = embeddings @ embedder.encode(list(negatives)).T
         mask |= (sims >= embedder.negative_threshold).any(axis=1)
     return mask
-
-
-def reference_lookup() -> Callable[[str], list[Path]]:
-    """label → bank recordings that match it, loading the bank on first use (an empty list when it can't).
-
-    The orchestrator injects this into the offline critic as its semantic references; the critic itself never
-    imports the renderer's package."""
-    lock = threading.Lock()
-    state: dict = {}
-
-    def files(label: str) -> list[Path]:
-        with lock:
-            if "bank" not in state:
-                try:
-                    state["bank"] = SampleBank.load_default()
-                except (ImportError, OSError, RuntimeError, ValueError) as exc:
-                    log.warning("sample bank failed to load (%s): semantic scoring has no references", exc)
-                    state["bank"] = None
-            bank = state["bank"]
-        if bank is None:
-            return []
-        if hasattr(bank, "reference_files"):
-            return list(bank.reference_files(label))
-        return [Path(getattr(m, "path", m)) for m, _score in bank.match(label)[:3]]
-
-    return files
 
 
 def reference_catalog(cache_dir: str | Path | None = None) -> list[tuple[str, Path]]:
