@@ -462,10 +462,11 @@ def negative_mask(desc_stems: Sequence[set[str]], embeddings: np.ndarray, negati
 
 
 def reference_catalog(cache_dir: str | Path | None = None) -> list[tuple[str, Path]]:
-    """(label, path) of every recording the offline renderer can use: each catalogued bank file that is installed
-    (music too) with its description, and each procedural preset rendered once into ``cache_dir``. Injected into
+    """(label, path) of every foley recording the offline renderer can use: each catalogued bank file that is
+    installed, with its description, and each procedural preset rendered once into ``cache_dir``. Music is left
+    out: it is never a foley source, and mixes of thuds and beds sit near drum loops in aiSFX space. Injected into
     the offline critic, which names what a render sounds like by its nearest recordings; needs no text model."""
     from generator.offline.procedural import reference_recordings
 
-    bank = [(s.description, s.path) for s in discover(sonic_pi_dir(), ovos_animals_dir())]
+    bank = [(s.description, s.path) for s in discover(sonic_pi_dir(), ovos_animals_dir()) if not s.is_music]
     return bank + reference_recordings(Path(cache_dir) if cache_dir else default_cache_dir())
