@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 VERSION = "picture-1"
 KEYFRAMES_MAX = 8         # keyframes per video (EfficientNet-Lite0: ~15 ms each on CPU, once per video)
+# Keyframes come from the thumbnails the analysis decode keeps (``motion.thumbnails``, every 0.5 s or sparser on
+# long clips), so labelling costs no second decode; only an analysis read from the disk cache makes it seek.
 KEYFRAMES_PER_SHOT = 2
 KEY_MAX_SIDE = 256
 TOP_K = 5
@@ -134,17 +136,30 @@ def _model_id(classifier: Any) -> str:
     return str(getattr(classifier, "model_id", None) or type(classifier).__name__)
 
 
-def label_picture(video: Path, visual: Any, classifier: Any) -> PictureLabels:
-    """Keyframes from the video (seeking, bounded size), labelled by ``classifier.top_labels(frames, k)``."""
+def keyframes(video: Path, times: list[float]) -> dict[float, np.ndarray]:
+    """The frame for each time: the nearest thumbnail the analysis decode kept (no second decode), else by seeking."""
+    from reasoning.offline.motion import THUMB_STEP_S, thumbnails
+
+    thumbs = thumbnails(video)
+    if thumbs:
+        got = {}
+        stamps = np.array([t for t, _ in thumbs])
+        for t in times:
+            i = int(np.argmin(np.abs(stamps - t)))
+            got[float(t)] = thumbs[i][1]
+        return got
     from store.media import FrameGrid, stream_frames
 
+    log.debug("%s: no thumbnails from an analysis decode (every %.1f s); seeking keyframes", video, THUMB_STEP_S)
+    return {float(t): img for _, t, img in stream_frames(video, {"keys": FrameGrid(times=times, max_side=KEY_MAX_SIDE)})}
+
+
+def label_picture(video: Path, visual: Any, classifier: Any) -> PictureLabels:
+    """Keyframes spread over the shots (bounded size), labelled by ``classifier.top_labels(frames, k)``."""
     duration = float(visual.duration_s)
     shots = plan_shots(duration, list(visual.cuts)) or [(0.0, max(duration, 1e-3))]
     times, shot_of = keyframe_times(shots)
-    got: dict[float, np.ndarray] = {}
-    grid = FrameGrid(times=times, max_side=KEY_MAX_SIDE)
-    for _, t, img in stream_frames(video, {"keys": grid}):
-        got[float(t)] = img
+    got = keyframes(video, times)
     keep = [k for k, t in enumerate(times) if float(t) in got]
     frames = [got[float(times[k])] for k in keep]
     per_frame = classifier.top_labels(frames, k=TOP_K) if frames else []
