@@ -376,7 +376,7 @@ def rescale_cosine(cos: float) -> float:
 SEM_WINDOW_S = 100 * 1024 / 44100   # one aiSFX block (100 frames, hop 1024 at 44.1 kHz): ~2.32 s
 SEM_MIN_WINDOW_S = 1.0              # a shorter tail is not judged on its own
 SEM_MAX_WINDOWS = 6                 # the aiSFX CNN is the critic's main cost: a few windows, spread over the clip
-SEM_NEAREST = 3
+SEM_NEAREST = 2                     # the nearest label and the next one (its margin is part of the confidence)
 
 
 def semantic_windows(audio, sr: int) -> list[tuple[float, float]]:
@@ -395,7 +395,6 @@ def semantic_windows(audio, sr: int) -> list[tuple[float, float]]:
         return active
     pick = np.unique(np.round(np.linspace(0, len(active) - 1, SEM_MAX_WINDOWS)).astype(int))
     return [active[i] for i in pick]
-
 
 
 @dataclass
