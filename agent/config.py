@@ -7,6 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from contract.options import DEFAULT_THRESHOLDS
 from contract.plan import DIMENSIONS
 from models.precision import DTYPES
+from reasoning.policy import CRITIC_NOISE_OVERALL
 
 
 MAX_SEED = 2**31 - 1  # the studio's bound too; refined rounds add one per round
@@ -22,7 +23,8 @@ class RunConfig(BaseModel):
     rounds: int = Field(default=3, ge=1, le=20)
     seed: int = Field(default=0, ge=0, le=MAX_SEED)  # numpy refuses < 0; SQLite rows hold ≤ 2**63 - 1
     thresholds: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
-    min_improvement: float = Field(default=0.005, ge=0.0)
+    # a later round must beat the best by more than the critic's own noise (reasoning.policy.clear_gain)
+    min_improvement: float = Field(default=CRITIC_NOISE_OVERALL, ge=0.0)
     patience: int = Field(default=1, ge=1)  # rounds without improvement before stopping
     review: bool = False
     max_duration_s: float = Field(default=600.0, gt=0)

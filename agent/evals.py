@@ -293,6 +293,13 @@ def _rounds(store: Store, run_id: str):
     return r0, kept, critic
 
 
+def _best_not_kept(store: Store, run_id: str, kept):
+    """The later round (index > 0) with the highest critic score that the loop did not keep, if any."""
+    later = [r for r in store.rounds(run_id, branch=0) if r.index > 0 and r.id != kept.id
+             and r.audio_artifact_id is not None and r.score_overall is not None and r.status == "scored"]
+    return max(later, key=lambda r: (r.score_overall, -r.index), default=None)
+
+
 def _dub_and_measure(store: Store, ev: Eval, row: EvalClip, cfg: RunConfig, refs, ref_why, out_dir: Path | None,
                      log: Callable[[str], None]) -> None:
     t0 = time.perf_counter()
@@ -315,6 +322,12 @@ def _dub_and_measure(store: Store, ev: Eval, row: EvalClip, cfg: RunConfig, refs
             gen = ClipAudio.from_file(store.artifact_path(rnd.audio_artifact_id))
             m = measures.reference_metrics(gen, refs[own], refs, own, ref_why[own] or "no reference")
             metrics[cond] = m | {"round_index": rnd.index, "round_id": rnd.id, "critic_overall": rnd.score_overall}
+        unkept = _best_not_kept(store, run_id, kept)
+        if unkept is not None:  # what the loop turned down: was it right to? (reference measures only)
+            gen = ClipAudio.from_file(store.artifact_path(unkept.audio_artifact_id))
+            m = measures.reference_metrics(gen, refs[own], refs, own, ref_why[own] or "no reference")
+            metrics["not_kept"] = m | {"round_index": unkept.index, "round_id": unkept.id,
+                                       "critic_overall": unkept.score_overall}
         timings["reference_metrics"] = round(time.perf_counter() - t1, 3)
         run = store.get_run(run_id)
         metrics["run"] = {"stop_reason": run.stop_reason, "n_rounds": len(critic)}
@@ -377,6 +390,10 @@ def _finish_clip(store: Store, row: EvalClip) -> None:
     m = row.metrics()
     verdict, counts = measures.no_worse(m.get("round0") or {}, m.get("kept") or {})
     m["comparison"] = counts
+    if m.get("not_kept"):  # reference measures only: the model passes score round 0 and the kept round
+        v, c = measures.no_worse(m.get("round0") or {}, m["not_kept"], measures.REFERENCE_DIRECTIONAL)
+        m["not_kept_comparison"] = c | {"no_worse": v, "round_index": m["not_kept"]["round_index"],
+                                        "critic_overall": m["not_kept"]["critic_overall"]}
     E.update_clip(store, row.id, status="scored", no_worse=verdict, metrics_json=m)
 
 

@@ -195,16 +195,39 @@ def decide_node(state: RunState, runtime: Runtime[RunContext]) -> dict:
     ctx = runtime.context
     rnd = ctx.store.get_round(state["current_round_id"])
     crit = Critique.from_json(rnd.critique_json)
+    best = ctx.store.get_round(state["best_round_id"]) if state.get("best_round_id") is not None else None
+    best_scores = Critique.from_json(best.critique_json).scores if best is not None and best.critique_json else None
     d = decide(crit, ctx.cfg.thresholds, rounds_done=state["round_index"] + 1, rounds_cap=state["rounds_cap"],
                best_overall=state.get("best_overall"),
                rounds_without_improvement=state.get("rounds_without_improvement", 0),
-               min_improvement=ctx.cfg.min_improvement, patience=ctx.cfg.patience)
+               min_improvement=ctx.cfg.min_improvement, patience=ctx.cfg.patience, best_scores=best_scores,
+               aimed_at=_aimed_at(state, rnd, best, ctx.cfg.thresholds))
+    if d.evidence:  # why it was (not) kept, beside what the refiner changed (the studio lists them)
+        verdict = f"loop: {'kept' if d.improved else 'not kept'} against round {best.index}: {d.evidence}"
+        log.info("round %s: %s", rnd.index, verdict)
+        changes = json.loads(rnd.changes_json or "[]")
+        if not any(str(c).startswith("loop: ") for c in changes):  # a decide re-run after a crash adds nothing
+            ctx.store.update_round(rnd.id, changes_json=json.dumps(changes + [verdict]))
     update = {"best_overall": d.best_overall, "rounds_without_improvement": d.rounds_without_improvement,
               "stop_reason": d.reason}
     if d.improved or state.get("best_round_id") is None:
         update["best_round_id"] = rnd.id
     ctx.store.update_run(state["run_id"], n_rounds=len(ctx.store.rounds(state["run_id"])))
     return update
+
+
+def _aimed_at(state: RunState, rnd: Round, best: Round | None, thresholds: dict[str, float]) -> list[str] | None:
+    """The dimensions the refine that made ``rnd`` acted on: what the refiner said (state ``aimed_at``, set by
+    ``refine`` for this round), else the dimensions it was asked to fix (the best round's failing ones), else
+    None (every dimension: a fork or a resumed round whose refine is not known)."""
+    if rnd.author != "refiner":
+        return None
+    said = state.get("aimed_at")
+    if said is not None and state.get("aimed_round_id") == rnd.id:
+        return list(said)
+    if best is not None and best.critique_json:
+        return Critique.from_json(best.critique_json).failing(thresholds) or None
+    return None
 
 
 def refine(state: RunState, runtime: Runtime[RunContext]) -> dict:
@@ -245,7 +268,9 @@ def refine(state: RunState, runtime: Runtime[RunContext]) -> dict:
                               model_id=getattr(refiner, "model_id", refiner.name),
                               prompt_version=result.prompt_version, raw_output=result.raw_output,
                               changes_json=result.changes)
-    return {"current_round_id": rnd.id, "round_index": next_index}
+    aimed = getattr(result, "aimed_at", None)
+    return {"current_round_id": rnd.id, "round_index": next_index,
+            "aimed_at": list(aimed) if aimed is not None else None, "aimed_round_id": rnd.id}
 
 
 def _same_audio_as(ctx: RunContext, state: RunState, plan, seed: int) -> int | None:

@@ -501,6 +501,7 @@ def refine(refiner: Any, plan: Plan, crit: Critique, thresholds: dict[str, float
     changes: list[str] = []
     prompt_version = raw = ""
     stopped: list[str] = []
+    aimed: set[str] | None = set()  # None once a segment's refine does not say what it acted on
     for k in weak_segments(crit, thresholds):
         part = by_index[k]
         sub = seg.sub_plan(new, k)
@@ -514,10 +515,13 @@ def refine(refiner: Any, plan: Plan, crit: Critique, thresholds: dict[str, float
             continue
         new = seg.merge(new, k, res.plan, seed=res.seed if res.seed != sd else None)
         changes += [f"segment {k}: {c}" for c in res.changes]
+        said = getattr(res, "aimed_at", None)
+        aimed = None if aimed is None or said is None else aimed | set(said)
         prompt_version, raw = res.prompt_version or prompt_version, (raw + "\n" + res.raw_output).strip()
     if not changes and stopped:  # every weak segment is done: the loop stops instead of rendering the same
         return RefineResult(plan=plan, seed=seed, changes=stopped, stop="; ".join(stopped)[:2000])
     changes += stopped
     out = plan.derive("refiner", events=[e.model_dump() for e in new.events],
                       segments=[s.model_dump() for s in new.segments or []])
-    return RefineResult(plan=out, seed=seed, changes=changes, raw_output=raw[:200_000], prompt_version=prompt_version)
+    return RefineResult(plan=out, seed=seed, changes=changes, raw_output=raw[:200_000], prompt_version=prompt_version,
+                        aimed_at=None if aimed is None else [d for d in DIMENSIONS if d in aimed])

@@ -22,6 +22,8 @@ class RunState(TypedDict, total=False):
     best_round_id: int | None
     best_overall: float | None
     rounds_without_improvement: int
+    aimed_at: list[str] | None  # the dimensions the last refine acted on (None: not said)
+    aimed_round_id: int | None  # the round ``aimed_at`` belongs to
     stop_reason: str | None
     seed: int
     output_path: str | None

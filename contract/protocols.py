@@ -30,6 +30,9 @@ class RefineResult:
     # Non-empty: no change worth a round (its audio would equal an earlier one, or be inaudibly different); the
     # loop stops with this reason instead of rendering ``plan``.
     stop: str = ""
+    # The dimensions this refine acted on (None: not said). Only these count as gains when the loop decides
+    # whether the new round is clearly better (reasoning.policy.clear_gain).
+    aimed_at: list[str] | None = None
 
 
 @runtime_checkable

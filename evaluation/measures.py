@@ -57,6 +57,7 @@ MEASURES: tuple[Measure, ...] = (
 )
 BY_KEY = {m.key: m for m in MEASURES}
 DIRECTIONAL = tuple(m for m in MEASURES if m.better)
+REFERENCE_DIRECTIONAL = tuple(m for m in DIRECTIONAL if m.kind != "model")
 
 
 def reference_metrics(gen: ClipAudio, ref: ClipAudio | None, refs: Sequence[ClipAudio | None], own: int,
@@ -93,12 +94,12 @@ def compare_conditions(a: dict, b: dict, measures: Iterable[Measure] = DIRECTION
     return out
 
 
-def no_worse(round0: dict, kept: dict) -> tuple[bool | None, dict]:
-    """Is the kept round no worse than round 0 on every independent measure both conditions have?
+def no_worse(round0: dict, kept: dict, on: Iterable[Measure] = DIRECTIONAL) -> tuple[bool | None, dict]:
+    """Is the kept round no worse than round 0 on every independent measure (of ``on``) both conditions have?
 
     Returns (verdict — None when nothing is comparable, {"better", "worse", "tied", "worse_on"}).
     """
-    signs = compare_conditions(round0, kept)
+    signs = compare_conditions(round0, kept, on)
     counts = {"better": sum(s > 0 for s in signs.values()), "worse": sum(s < 0 for s in signs.values()),
               "tied": sum(s == 0 for s in signs.values()),
               "worse_on": [k for k, s in signs.items() if s < 0]}

@@ -42,6 +42,9 @@ def summarise(clips: Sequence[dict]) -> dict:
         groups.setdefault(c.get("group") or "ungrouped", []).append(c)
     later = [c for c in scored if c.get("kept_later") is not None]
     verdicts = [c for c in scored if c.get("no_worse") is not None]
+    # the loop's own test: a run that keeps round 0 is trivially no worse, so the count that says whether its
+    # later rounds help is over the runs that kept one
+    later_verdicts = [c for c in verdicts if c.get("kept_later")]
     missing: dict[str, str] = {}
     for c in scored:
         for cond in CONDITIONS:
@@ -58,10 +61,25 @@ def summarise(clips: Sequence[dict]) -> dict:
                        "share": (sum(bool(c["kept_later"]) for c in later) / len(later)) if later else None},
         "no_worse": {"n": sum(bool(c["no_worse"]) for c in verdicts), "of": len(verdicts),
                      "share": (sum(bool(c["no_worse"]) for c in verdicts) / len(verdicts)) if verdicts else None},
+        "later_no_worse": {"n": sum(bool(c["no_worse"]) for c in later_verdicts), "of": len(later_verdicts),
+                           "share": (sum(bool(c["no_worse"]) for c in later_verdicts) / len(later_verdicts))
+                           if later_verdicts else None,
+                           "clips": [c["name"] for c in later_verdicts]},
+        "not_kept_no_worse": _not_kept(scored),
         "groups": {g: {"clips": [c["name"] for c in cs], "mean": _means(cs)} for g, cs in sorted(groups.items())},
         "overall": {"mean": _means(scored)},
         "model_missing": missing,
     }
+
+
+def _not_kept(scored: Sequence[dict]) -> dict:
+    """Runs with a later round the loop did not keep: would the best of those (by the critic) have been no worse
+    than round 0 on the reference measures? Many "yes" would say the keep rule turns down rounds that help."""
+    rows = [c for c in scored if (c.get("not_kept") or {}).get("no_worse") is not None]
+    n = sum(bool(c["not_kept"]["no_worse"]) for c in rows)
+    return {"n": n, "of": len(rows), "share": n / len(rows) if rows else None,
+            "clips": {c["name"]: {k: c["not_kept"].get(k) for k in ("round_index", "no_worse", "better", "worse",
+                                                                       "worse_on")} for c in rows}}
 
 
 # ---------------------------------------------------------------------------------------------------- markdown
@@ -94,6 +112,8 @@ def markdown(header: dict, clips: Sequence[dict], summary: dict) -> str:
     scored = _scored(clips)
     cols = _columns(scored)
     kl, nw = summary["kept_later"], summary["no_worse"]
+    lnw = summary.get("later_no_worse") or {"n": 0, "of": 0, "share": None}
+    nk = summary.get("not_kept_no_worse") or {"n": 0, "of": 0, "share": None, "clips": {}}
     pct = lambda s: "—" if s is None else f"{100 * s:.0f} %"  # noqa: E731
     lines = [f"# foleyloop evaluation `{header['eval_id']}`", ""]
     lines += [f"- corpus: `{header['corpus_path']}` ({header['corpus_kind']}, {summary['n_clips']} clips, sha256 "
@@ -106,6 +126,13 @@ def markdown(header: dict, clips: Sequence[dict], summary: dict) -> str:
               f"- runs that kept a later round than round 0: {kl['n']} of {kl['of']} ({pct(kl['share'])})",
               f"- clips whose kept round is no worse than round 0 on every independent measure: {nw['n']} of "
               f"{nw['of']} ({pct(nw['share'])})",
+              f"- of the runs that kept a later round, kept round no worse than round 0 on every independent measure: "
+              f"{lnw['n']} of {lnw['of']} ({pct(lnw['share'])})",
+              f"- runs with a later round the loop did not keep: the best of those no worse than round 0 on every "
+              f"reference measure in {nk['n']} of {nk['of']} ({pct(nk['share'])})"
+              + ("; " + ", ".join(f"{_cell(name)} r{v['round_index']}: worse on "
+                                  f"{', '.join(v['worse_on']) or 'nothing'}" for name, v in nk["clips"].items())
+                 if nk["clips"] else ""),
               f"- CLAP caption: {header.get('clap_caption_rule', '')}", ""]
     if summary["model_missing"]:
         lines += ["Model measures not in the tables:", ""]

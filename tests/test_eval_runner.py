@@ -339,3 +339,64 @@ def test_model_metrics_and_verifier_critic_with_tiny_models(tmp_path, fake_backe
         assert crit["scores"]["aesthetic"] == pytest.approx(linear01(raw["aesthetics"], 4.0, 8.0))
         assert crit["scores"]["spatial"] == pytest.approx(0.3 + 0.2 * rnd.index)
     assert np.isfinite(m["kept"]["clap"])
+
+
+def test_report_counts_no_worse_over_the_runs_that_kept_a_later_round():
+    """Issue 9's test of the loop: a run that keeps round 0 is no worse by construction, so the share that says
+    whether later rounds help is over the runs that kept one (here 1 of 2, while 3 of 4 clips are no worse)."""
+    from evaluation import report
+
+    def clip(name, later, no_worse):
+        m = {"onset_f1": 0.5}
+        return {"name": name, "group": "g", "status": "scored", "kept_index": 1 if later else 0,
+                "kept_later": later, "no_worse": no_worse, "metrics": {"round0": m, "kept": m}, "critic": []}
+
+    clips = [clip("a", False, True), clip("b", False, True), clip("c", True, True), clip("d", True, False)]
+    summary = report.summarise(clips)
+    assert summary["no_worse"]["n"] == 3 and summary["kept_later"]["n"] == 2
+    assert summary["later_no_worse"] == {"n": 1, "of": 2, "share": 0.5, "clips": ["c", "d"]}
+    header = {"eval_id": "e", "corpus_path": "c", "corpus_kind": "k", "corpus_hash": "0" * 64, "backends": "b",
+              "code_version": "v", "created_at": "t"}
+    md = report.markdown(header, clips, summary)
+    assert ("- of the runs that kept a later round, kept round no worse than round 0 on every independent measure: "
+            "1 of 2 (50 %)") in md
+    # what the loop turned down is measured too: was it right to?
+    clips[0]["not_kept"] = {"round_index": 1, "no_worse": False, "better": 5, "worse": 3,
+                            "worse_on": ["xcorr_max", "logmel_profile_r", "control_margin"]}
+    clips[1]["not_kept"] = {"round_index": 2, "no_worse": True, "better": 2, "worse": 0, "worse_on": []}
+    nk = report.summarise(clips)["not_kept_no_worse"]
+    assert (nk["n"], nk["of"], nk["share"]) == (1, 2, 0.5) and nk["clips"]["a"]["worse_on"][0] == "xcorr_max"
+    md = report.markdown(header, clips, report.summarise(clips))
+    assert ("- runs with a later round the loop did not keep: the best of those no worse than round 0 on every "
+            "reference measure in 1 of 2 (50 %); a r1: worse on xcorr_max, logmel_profile_r, control_margin, "
+            "b r2: worse on nothing") in md
+    none_later = report.summarise(clips[:2])
+    assert none_later["later_no_worse"]["of"] == 0 and none_later["later_no_worse"]["share"] is None
+    assert ("a later round, kept round no worse than round 0 on every independent measure: 0 of 0 (—)"
+            in report.markdown(header, clips[:2], none_later))
+
+
+def test_the_best_round_the_loop_did_not_keep_is_found(store, fake_backends, tmp_path, monkeypatch):
+    from agent import evals, runs
+    from agent.config import RunConfig
+    from tests import fakes
+    from tests.helpers import tiny_clip
+
+    def critique(self, plan, audio, video, info):  # refines raise only a dimension the refiner did not aim at
+        k = plan.caption.count("+")
+        return fakes.Critique(scores={"semantic": 0.3, "temporal": 0.3, "aesthetic": min(1.0, 0.3 + 0.1 * k),
+                                      "spatial": 0.3})
+
+    def refine(self, plan, critique, failing, round_index, seed, video=None, info=None):
+        return fakes.RefineResult(plan=plan.derive("refiner", caption=plan.caption + " +" * round_index),
+                                  seed=seed + 1, changes=["+"], aimed_at=["temporal"])
+
+    monkeypatch.setattr(fakes.FakeCritic, "critique", critique)
+    monkeypatch.setattr(fakes.FakeRefiner, "refine", refine)
+    cfg = RunConfig(watcher="fake", renderer="fake", critic="fake", refiner="fake", rounds=3, patience=2)
+    run_id, _ = runs.dub(store, tiny_clip(tmp_path / "clip.mp4"), cfg)
+    rounds = store.rounds(run_id)
+    kept = store.get_round(store.get_run(run_id).best_round_id)
+    assert kept.index == 0 and [r.index for r in rounds] == [0, 1, 2]
+    assert evals._best_not_kept(store, run_id, kept).index == 2  # the higher critic score of the two
+    assert evals._best_not_kept(store, run_id, rounds[2]).index == 1

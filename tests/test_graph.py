@@ -59,6 +59,36 @@ def test_round_cap_and_no_improvement(store, fake_backends, clip, monkeypatch):
     assert run.best_round_id == rounds[0].id  # the equal-scoring later round never replaces the best
 
 
+def test_a_later_round_better_only_where_the_refine_did_not_aim_is_not_kept(store, fake_backends, clip, monkeypatch):
+    """The refine says what it acted on; a rise elsewhere is the critic reacting to other takes, not the fix."""
+    from tests import fakes
+
+    def critique(self, plan, audio, video, info):  # each refine raises the level score only
+        k = plan.caption.count("+")
+        return fakes.Critique(scores={"semantic": 0.3, "temporal": 0.3, "aesthetic": min(1.0, 0.3 + 0.2 * k),
+                                      "spatial": 0.3})
+
+    def refine_aimed_at(dims):
+        def refine(self, plan, critique, failing, round_index, seed, video=None, info=None):
+            return fakes.RefineResult(plan=plan.derive("refiner", caption=plan.caption + " +"), seed=seed + 1,
+                                      changes=["+"], aimed_at=dims)
+        return refine
+
+    monkeypatch.setattr(fakes.FakeCritic, "critique", critique)
+    monkeypatch.setattr(fakes.FakeRefiner, "refine", refine_aimed_at(["temporal"]))
+    run_id, _ = runs.dub(store, clip, CFG)
+    run, rounds = store.get_run(run_id), store.rounds(run_id)
+    assert run.stop_reason == "no_improvement" and len(rounds) == 2 and run.best_round_id == rounds[0].id
+    why = json.loads(rounds[1].changes_json)[-1]  # the decision is recorded beside the refiner's changes
+    assert why.startswith("loop: not kept against round 0: gain +0.000 on what the refine aimed at is within")
+    assert "aesthetic +0.200 (not aimed at)" in why
+
+    monkeypatch.setattr(fakes.FakeRefiner, "refine", refine_aimed_at(["aesthetic"]))
+    run_id, _ = runs.dub(store, clip, CFG)
+    run, rounds = store.get_run(run_id), store.rounds(run_id)
+    assert run.stop_reason == "round_cap" and run.best_round_id == rounds[2].id
+
+
 def test_review_pause_then_edit_resumes(store, fake_backends, clip):
     run_id, result = runs.dub(store, clip, CFG.model_copy(update={"review": True}))
     assert runs.run_status(result) == "review" and store.get_run(run_id).status == "review"

@@ -69,6 +69,29 @@ def test_no_stretch_away_from_the_contacts_is_louder_than_the_contacts(dubbed):
     assert max(away) < contact - 3.0, (max(away), contact)
 
 
+def test_each_contact_is_heard_on_the_side_of_the_picture_where_it_happens(ball, dubbed):
+    """L/R placement follows the picture: at every contact the louder channel is the ball's side of the frame."""
+    _, clip = ball
+    _, audio, sr = dubbed
+    for t, side in zip(CONTACTS, clip.side_of_impact):
+        if abs(side) < 0.2:  # near the centre: either channel may win
+            continue
+        x = audio[:, int(t * sr):int((t + 0.15) * sr)].astype(np.float64)
+        left, right = (x ** 2).sum(axis=1)
+        heard = (right - left) / (right + left)
+        assert np.sign(heard) == np.sign(side) and abs(heard) > 0.1, (t, side, heard)
+
+
+def test_the_dub_lands_in_a_sensible_loudness_range(dubbed):
+    """Integrated loudness (pyloudnorm, BS.1770) of the whole dub: neither whisper-quiet nor hot."""
+    import pyloudnorm
+
+    _, audio, sr = dubbed
+    lufs = pyloudnorm.Meter(sr).integrated_loudness(audio.T.astype(np.float64))
+    assert -26.0 <= lufs <= -14.0, lufs
+    assert np.abs(audio).max() <= 10 ** (-1.0 / 20) + 1e-3
+
+
 # ---- the critic: masked contacts cost --------------------------------------------------------------------
 def _ball_plan(with_layer: bool) -> Plan:
     events = [Event(id=f"hit{i}", label="ball bounce", kind=EventKind.impact, start_s=t, end_s=t + 0.2)

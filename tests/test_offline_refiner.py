@@ -65,6 +65,18 @@ def test_drop_or_shift_moves_with_a_target_and_drops_without():
     assert r.plan.event("e2").end_s == pytest.approx(3.5)
 
 
+def test_the_refine_says_which_dimensions_it_acted_on():
+    """The loop counts gains only where the refine aimed (reasoning.policy.clear_gain): dropping an impact the
+    picture does not show is a timing decision, so a semantic score that moves with it is a side effect."""
+    both = ["semantic", "temporal"]
+    r = refine(plan(), critique(("temporal", {"action": "drop_or_shift", "event": "e0"}),
+                                ("semantic", {"action": "swap_sample", "event": "e9"})), both)
+    assert [e.id for e in r.plan.events] == ["e1", "e2"] and r.aimed_at == ["temporal"]
+    r = refine(plan(), critique(("semantic", {"action": "swap_sample", "event": "e1"}),
+                                ("spatial", {"action": "pan", "event": "e0", "to": -1.0})), ["semantic", "spatial"])
+    assert r.aimed_at == ["semantic", "spatial"]
+
+
 def test_add_event_adds_an_impact_or_raises_one_already_in_place():
     c = critique(("temporal", {"action": "add_event", "time_s": 2.5, "pan": -0.7}),
                  ("temporal", {"action": "add_event", "time_s": 1.9, "pan": 0.5, "near_event": "e1"}))

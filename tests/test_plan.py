@@ -103,3 +103,47 @@ def test_policy_stops_on_pass_cap_and_stall():
     d = decide(bad, th, 1, 3, best_overall=None, rounds_without_improvement=0)
     assert not d.stop and d.improved
     assert decide(Critique(), th, 1, 3, None, 0).reason == "no_scorer"
+
+
+# A later round must be clearly better (issue 9): measured on the 7-clip corpus, a refined round kept for a 0.014
+# rise of the overall score — mostly an aesthetic rise the refine did not aim at — was worse than round 0 on 4 of
+# the 10 independent measures.
+TH4 = {"semantic": 0.6, "temporal": 0.6, "aesthetic": 0.6, "spatial": 0.5}
+BEST = {"semantic": 0.472, "temporal": 0.692, "aesthetic": 0.939, "spatial": 0.949}
+
+
+def test_a_gain_only_where_the_refine_did_not_aim_is_not_kept():
+    # another take of a sound that "did not sound like its label": semantic moves a little, the peak level more,
+    # and the overall rises by 0.022 — more than the critic's noise, but only 0.007 of it where the refine aimed
+    new = Critique(scores={"semantic": 0.502, "temporal": 0.691, "aesthetic": 0.999, "spatial": 0.949})
+    assert new.overall > sum(BEST.values()) / 4 + 0.02
+    d = decide(new, TH4, 2, 3, best_overall=sum(BEST.values()) / 4, rounds_without_improvement=0,
+               best_scores=BEST, aimed_at=["semantic"])
+    assert not d.improved and d.stop and d.reason == "no_improvement"
+    assert "within the critic's noise" in d.evidence and "aesthetic +0.060 (not aimed at)" in d.evidence
+    # the same scores count when the refine aimed at the level: then the gain is clear
+    d = decide(new, TH4, 2, 3, best_overall=sum(BEST.values()) / 4, rounds_without_improvement=0,
+               best_scores=BEST, aimed_at=["semantic", "aesthetic"])
+    assert d.improved and "beyond the critic's noise" in d.evidence
+
+
+def test_a_clear_gain_that_costs_another_dimension_is_not_kept():
+    trade = Critique(scores={"semantic": 0.472, "temporal": 0.892, "aesthetic": 0.939, "spatial": 0.899})
+    d = decide(trade, TH4, 2, 3, best_overall=sum(BEST.values()) / 4, rounds_without_improvement=0,
+               best_scores=BEST, aimed_at=["temporal"])
+    assert not d.improved and "spatial fell -0.050" in d.evidence
+    # a fall inside the dimension's own noise does not veto a clear gain
+    fine = Critique(scores={"semantic": 0.442, "temporal": 0.892, "aesthetic": 0.939, "spatial": 0.943})
+    d = decide(fine, TH4, 2, 3, best_overall=sum(BEST.values()) / 4, rounds_without_improvement=0,
+               best_scores=BEST, aimed_at=["temporal"])
+    assert d.improved and not d.stop and d.best_overall == pytest.approx(fine.overall)
+
+
+def test_clear_gain_is_measured_on_the_overall_scale():
+    from reasoning.policy import clear_gain
+
+    best = {"semantic": 0.4, "temporal": 0.4, "aesthetic": None, "spatial": 0.4}
+    # +0.05 on one of three scored dimensions is +0.017 overall: inside the critic's noise (0.02)
+    assert not clear_gain({"semantic": 0.4, "temporal": 0.45, "spatial": 0.4}, best, ["temporal"])[0]
+    assert clear_gain({"semantic": 0.4, "temporal": 0.47, "spatial": 0.4}, best, ["temporal"])[0]
+    assert not clear_gain({"semantic": None, "temporal": None, "spatial": None}, best, ["temporal"])[0]

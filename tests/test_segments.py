@@ -306,6 +306,35 @@ def test_multiscene_joins_are_seamless_in_every_round(multiscene):
             assert j["level_jump_db"] <= 1.0, (r.index, j)
 
 
+def test_a_segmented_refine_says_what_its_segments_aimed_at(tmp_path):
+    """The loop counts gains only where the refine aimed: the union over the rewritten segments; unknown (None)
+    as soon as one segment's refiner does not say."""
+    parts = cs.split(100.0, [25.0, 50.0, 75.0], 40.0, cues=["a", "b", "c", "d"])
+    events = [Event(id=f"bed{i}", label="wind", kind="ambience", start_s=25.0 * i, end_s=25.0 * (i + 1),
+                    gain_db=-20.0 if i in (1, 3) else -3.0) for i in range(4)]
+    plan = _plan(100.0, events, parts)
+    renderer, critic = CountingRenderer(), ScoringCritic()
+    run = S.prepare(plan, None, None, tmp_path / "cache")
+    first = S.render(renderer, plan, 0, tmp_path / "r0.wav", run)
+    crit = S.critique(critic, renderer, plan, 0, run, first.meta["segments"]["rendered"])
+    thresholds = {"semantic": 0.5, "temporal": 0.5, "aesthetic": 0.5, "spatial": 0.5}
+
+    class Saying(LouderRefiner):
+        def __init__(self, said):
+            super().__init__()
+            self.said = list(said)
+
+        def refine(self, plan, *a, **k):
+            res = super().refine(plan, *a, **k)
+            res.aimed_at = self.said.pop(0)
+            return res
+
+    assert S.refine(Saying([["spatial"], ["aesthetic"]]), plan, crit, thresholds, 1, 0, run).aimed_at == \
+        ["aesthetic", "spatial"]
+    assert S.refine(Saying([["aesthetic"], None]), plan, crit, thresholds, 1, 0, run).aimed_at is None
+    assert S.refine(LouderRefiner(), plan, crit, thresholds, 1, 0, run).aimed_at is None
+
+
 def test_multiscene_refined_round_rerenders_only_the_weak_segments(multiscene):
     store, run = multiscene
     rounds = store.rounds(run.id)

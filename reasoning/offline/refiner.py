@@ -199,8 +199,7 @@ class _Edit:
         e = self.events.pop(eid)
         self.order.remove(eid)
         self.changes.append(f"temporal: dropped '{e['label']}' ({eid}) at {e['start_s']:.2f}s ({why})")
-        self.touched.add("temporal")
-        self.touched.add("semantic")
+        self.touched.add("temporal")  # a sync decision: a semantic score that moves with it is a side effect
 
     def result_events(self) -> list[Event]:
         return [Event.model_validate(self.events[i]) for i in self.order]
@@ -410,7 +409,8 @@ class OfflineRefiner:
         new = _fit_budget(new, sections, events)
         for d, text in sections.items():
             ed.changes.append(f"{d}: section rewritten -> {getattr(new, d)!r}")
-        return RefineResult(plan=new, seed=seed, changes=ed.changes, prompt_version=PROMPT_VERSION)
+        return RefineResult(plan=new, seed=seed, changes=ed.changes, prompt_version=PROMPT_VERSION,
+                            aimed_at=[d for d in DIMENSIONS if d in ed.touched])
 
 
 def _fit_budget(plan: Plan, sections: dict, events: list[Event]) -> Plan:
