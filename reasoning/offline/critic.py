@@ -689,6 +689,7 @@ class OfflineCritic:
     once and reused across rounds."""
 
     name = NAME
+    version = VERSION
 
     def __init__(self, cache_dir: str | Path | None = None,
                  reference_catalog: Any = None,
