@@ -94,17 +94,11 @@ def chosen(role: str, cfg: RunConfig) -> str:
     return {"watcher": cfg.watcher, "renderer": cfg.renderer, "critic": cfg.critic, "refiner": cfg.refiner_name}[role]
 
 
-def _references(label: str) -> list:
-    """The offline critic's semantic references: recordings from the offline renderer's bank (lazy)."""
-    global _bank_lookup
-    if _bank_lookup is None:
-        from generator.offline.bank import reference_lookup
+def _reference_catalog() -> list:
+    """Every bank recording with its description (the offline critic's "what does this sound like" index)."""
+    from generator.offline.bank import reference_catalog
 
-        _bank_lookup = reference_lookup()
-    return _bank_lookup(label)
-
-
-_bank_lookup = None
+    return reference_catalog()
 
 
 def options_for(role: str, cfg: RunConfig, name: str | None = None) -> BackendOptions:
@@ -113,7 +107,7 @@ def options_for(role: str, cfg: RunConfig, name: str | None = None) -> BackendOp
     cfg = cfg.resolved()
     return BackendOptions(role=role, name=name or chosen(role, cfg), params=cfg.opts(role), device=cfg.device,
                           dtype=cfg.dtype, seed=cfg.seed, thresholds=dict(cfg.thresholds),
-                          peer=lambda r, n: get(r, cfg, name=n), references=_references)
+                          peer=lambda r, n: get(r, cfg, name=n), reference_catalog=_reference_catalog)
 
 
 def get(role: str, cfg: RunConfig, name: str | None = None):

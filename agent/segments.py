@@ -458,7 +458,9 @@ def critique(critic: Any, renderer: Any, plan: Plan, seed: int, sr: SegmentRun,
             video, vinfo = sr.proxy(s.index)
             with tempfile.TemporaryDirectory(dir=sr.cache_dir) as tmp:
                 _to_wav(renderer.render(sub, video, vinfo, sd, Path(tmp) / "segment.wav").audio_path, audio)
-        cached = sr.cache_dir / f"{key}.{getattr(critic, 'name', 'critic')}.critique.json"
+        # The critic's version is part of the key: a critic that judges differently must not reuse old verdicts.
+        tag = "-".join(str(x) for x in (getattr(critic, "name", "critic"), getattr(critic, "version", None)) if x)
+        cached = sr.cache_dir / f"{key}.{tag}.critique.json"
         reused = cached.exists()
         if reused:
             crit = Critique.from_json(cached.read_text())

@@ -1,7 +1,7 @@
 """What a backend factory is given: its own options and the device settings, never the whole run config.
 
 ``agent.backends`` builds one ``BackendOptions`` per role from the run's config, so a backend cannot read (or
-depend on) another role's settings. Cross-backend needs are injected as callables (``peer``, ``references``).
+depend on) another role's settings. Cross-backend needs are injected as callables (``peer``, ``reference_catalog``).
 """
 
 from __future__ import annotations
@@ -24,5 +24,6 @@ class BackendOptions:
     thresholds: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
     # Another backend by (role, name): the LLM judge explains the scores of a metric critic it does not own.
     peer: Callable[[str, str], Any] | None = None
-    # Recordings that ground a sound label (the offline critic's semantic references), when the host has some.
-    references: Callable[[str], list[Path]] | None = None
+    # Every recording the host can offer, with its label ((label, path) pairs): the offline critic names what a
+    # render sounds like by its nearest recordings' labels, so it needs them all, not a lookup by label.
+    reference_catalog: Callable[[], list[tuple[str, Path]]] | None = None

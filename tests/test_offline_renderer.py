@@ -12,10 +12,10 @@ from agent.config import RunConfig
 from generator.offline import bank as bank_mod
 from generator.offline import mixer, procedural
 from generator.offline import renderer as renderer_mod
-from generator.offline import text_embed
+from models import text_embed
 from generator.offline.bank import SampleBank
 from generator.offline.renderer import OfflineRenderer
-from generator.offline.text_embed import HashingEmbedder
+from models.text_embed import HashingEmbedder
 from contract.protocols import Renderer
 from contract.plan import Event, Plan
 from agent.backends import options_for
@@ -370,7 +370,7 @@ def test_minilm_equals_sentence_transformers_without_importing_it():
 
     if not text_embed.minilm_installed():
         pytest.skip("MiniLM weights not installed")
-    code = ("import sys, json; from generator.offline.text_embed import MiniLMEmbedder; "
+    code = ("import sys, json; from models.text_embed import MiniLMEmbedder; "
             "from reasoning.offline.labels import Classifier; MiniLMEmbedder(); Classifier(); "
             "print(json.dumps(sorted(m for m in ('timm', 'torchvision', 'sentence_transformers', 'transformers', "
             "'sklearn') if m in sys.modules)))")

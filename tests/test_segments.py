@@ -233,6 +233,9 @@ def test_a_refined_round_renders_only_the_weak_segments(tmp_path):
     assert audio.shape[1] == round(100.0 * SR)
     assert Critique.from_json(crit2.to_json()).segments[1] == SegmentScore.model_validate(
         crit2.segments[1].model_dump())
+    critic.calls, critic.version = 0, "2"  # a new critic version judges every segment again
+    S.critique(critic, renderer, refined.plan, 0, run, second.meta["segments"]["rendered"])
+    assert critic.calls == 4
     # when the run ends, the audio only the dropped round used leaves the cache; the kept round's stays
     assert len(list(run.cache_dir.glob("*.wav"))) == 6
     assert S.prune(renderer, [(plan, 0)], (refined.plan, 0), run) == 4  # 2 WAVs + their 2 critiques

@@ -21,11 +21,11 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
-from generator.offline.text_embed import TextEmbedder, get_embedder, word_stems
+from models.text_embed import TextEmbedder, get_embedder, word_stems
 
 log = logging.getLogger(__name__)
 
@@ -461,27 +461,12 @@ def negative_mask(desc_stems: Sequence[set[str]], embeddings: np.ndarray, negati
     return mask
 
 
-def reference_lookup() -> Callable[[str], list[Path]]:
-    """label → bank recordings that match it, loading the bank on first use (an empty list when it can't).
+def reference_catalog(cache_dir: str | Path | None = None) -> list[tuple[str, Path]]:
+    """(label, path) of every foley recording the offline renderer can use: each catalogued bank file that is
+    installed, with its description, and each procedural preset rendered once into ``cache_dir``. Music is left
+    out: it is never a foley source, and mixes of thuds and beds sit near drum loops in aiSFX space. Injected into
+    the offline critic, which names what a render sounds like by its nearest recordings; needs no text model."""
+    from generator.offline.procedural import reference_recordings
 
-    The orchestrator injects this into the offline critic as its semantic references; the critic itself never
-    imports the renderer's package."""
-    lock = threading.Lock()
-    state: dict = {}
-
-    def files(label: str) -> list[Path]:
-        with lock:
-            if "bank" not in state:
-                try:
-                    state["bank"] = SampleBank.load_default()
-                except (ImportError, OSError, RuntimeError, ValueError) as exc:
-                    log.warning("sample bank failed to load (%s): semantic scoring has no references", exc)
-                    state["bank"] = None
-            bank = state["bank"]
-        if bank is None:
-            return []
-        if hasattr(bank, "reference_files"):
-            return list(bank.reference_files(label))
-        return [Path(getattr(m, "path", m)) for m, _score in bank.match(label)[:3]]
-
-    return files
+    bank = [(s.description, s.path) for s in discover(sonic_pi_dir(), ovos_animals_dir()) if not s.is_music]
+    return bank + reference_recordings(Path(cache_dir) if cache_dir else default_cache_dir())

@@ -7,6 +7,7 @@ description so it can be chosen by the same text match that picks recordings.
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -142,3 +143,41 @@ def hit(name: str, rng: np.random.Generator) -> np.ndarray:
     """(2, m) float32 hit whose attack is its first sample (so placing it at t puts the onset at t)."""
     x = _HITS[name](rng)
     return (x * (0.8 / (np.abs(x).max() + 1e-9))).astype(np.float32)
+
+
+REFERENCE_SEED = 20240907
+REFERENCE_S = 100 * 1024 / SR  # one aiSFX block: what the critic compares a window of the render with
+REFERENCE_HIT_EVERY_S = 0.6
+
+
+def reference_recordings(cache_dir) -> list[tuple[str, "Path"]]:
+    """Every preset rendered once (fixed seed) to a WAV under ``cache_dir``, labelled by its plain name (the first
+    clause of its description): the critic's reference recordings must include what the renderer synthesises,
+    or a procedural rustle is named after the nearest recording (a sizzling sauna) and judged as that."""
+    from pathlib import Path
+
+    from store.media import write_audio
+
+    out = []
+    folder = Path(cache_dir) / "procedural-refs"
+    n = int(REFERENCE_S * SR)
+    for p in PRESETS:
+        path = folder / f"{p.name}-s{REFERENCE_SEED}-v1.wav"
+        if not path.is_file():
+            rng = np.random.default_rng(REFERENCE_SEED)
+            if p.kind == "bed":
+                x = bed(p.name, n, rng)
+            else:
+                x = np.zeros((2, n), np.float32)
+                for start in range(int(0.05 * SR), n, int(REFERENCE_HIT_EVERY_S * SR)):
+                    h = hit(p.name, rng)[:, :n - start]
+                    x[:, start:start + h.shape[1]] += h
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_name(f"{path.stem}.{os.getpid()}.part.wav")
+                write_audio(tmp, x, SR)
+                tmp.replace(path)
+            except OSError:
+                continue  # no reference for it, rather than no critic
+        out.append((p.description.split(",")[0].strip(), path))
+    return out

@@ -20,7 +20,7 @@ import numpy as np
 from contract.options import BackendOptions
 from generator.offline import mixer, procedural
 from generator.offline.bank import SampleBank, cached_embeddings, default_cache_dir, negative_mask, ovos_animals_dir, sonic_pi_dir
-from generator.offline.text_embed import MINILM_ID, minilm_installed, word_stems
+from models.text_embed import MINILM_ID, minilm_installed, word_stems
 from contract.protocols import RenderResult
 from contract.plan import Event, EventKind, Plan
 from store.media import AudioWriter, VideoInfo

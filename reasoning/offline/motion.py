@@ -498,12 +498,19 @@ def analyze_video(path, info: VideoInfo | None = None, fps: float = 25.0, max_si
 
 def _decode_and_analyse(path, info: VideoInfo | None, fps: float, max_side: int,
                         extra: Mapping[str, FrameGrid], on_frame: OnFrame | None) -> VisualAnalysis:
-    """One streaming pass, downscaled to ``max_side``; per-frame state is a few numbers (``_Accumulator``)."""
+    """One streaming pass, downscaled to ``max_side``; per-frame state is a few numbers (``_Accumulator``).
+
+    The pass also keeps a few thumbnails (``thumbnails``), so the critic can label the picture without decoding
+    the video again (issue 13: one decode per dub)."""
     info = info or probe(path)
     rate = _compute_rate(info.fps, fps)
     acc: _Accumulator | None = None
-    consumers = {**extra, _SELF: FrameGrid(rate, max_side=max_side, end_s=info.duration_s)}
+    thumbs = _Thumbs(info.duration_s)
+    consumers = {**extra, _SELF: FrameGrid(rate, max_side=max_side, end_s=info.duration_s), _THUMBS: thumbs}
     for name, t, rgb in stream_frames(path, consumers):
+        if name == _THUMBS:
+            thumbs.add(t, rgb)
+            continue
         if name != _SELF:
             if on_frame is not None:
                 on_frame(name, t, rgb)
@@ -514,7 +521,60 @@ def _decode_and_analyse(path, info: VideoInfo | None, fps: float, max_side: int,
     if acc is None:
         log.warning("%s: no frames decoded; visual analysis is empty", path)
         acc = _Accumulator(2, 2)
+    _remember_thumbs(path, thumbs)
     return _analyse(acc, rate, fps, info.duration_s)
 
 
 _SELF = "motion"
+_THUMBS = "thumbnails"
+THUMB_STEP_S = 0.5
+THUMB_CAPACITY = 32       # ~3.5 MB at 256x144: clips up to 16 s keep every 0.5 s, longer ones fewer
+THUMB_MAX_SIDE = 256
+
+
+class _Thumbs(FrameGrid):
+    """Frames every THUMB_STEP_S of the analysis decode, thinned (every other one dropped, sampling half as often)
+    whenever more than THUMB_CAPACITY are kept."""
+
+    def __init__(self, duration_s: float):
+        super().__init__(1.0 / THUMB_STEP_S, max_side=THUMB_MAX_SIDE, end_s=duration_s)
+        self.k, self.stride = 0, 1
+        self.kept: dict[int, tuple[float, np.ndarray]] = {}
+
+    def advance(self) -> None:
+        while True:
+            self.k += 1
+            super().advance()
+            if self.next_t is None or self.k % self.stride == 0:
+                return
+
+    def add(self, t: float, img: np.ndarray) -> None:
+        self.kept[self.k] = (t, img)
+        if len(self.kept) > THUMB_CAPACITY:
+            self.stride *= 2
+            self.kept = {k: v for k, v in self.kept.items() if k % self.stride == 0}
+
+
+_THUMB_MEMO: "OrderedDict[tuple, list[tuple[float, np.ndarray]]]" = OrderedDict()
+_THUMB_MEMO_SIZE = 4
+
+
+def _thumb_key(path) -> tuple:
+    st = Path(path).stat()
+    return (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+
+
+def _remember_thumbs(path, thumbs: _Thumbs) -> None:
+    with _MEMO_LOCK:
+        key = _thumb_key(path)
+        _THUMB_MEMO[key] = [thumbs.kept[k] for k in sorted(thumbs.kept)]
+        _THUMB_MEMO.move_to_end(key)
+        while len(_THUMB_MEMO) > _THUMB_MEMO_SIZE:
+            _THUMB_MEMO.popitem(last=False)
+
+
+def thumbnails(path) -> list[tuple[float, np.ndarray]] | None:
+    """(time, RGB uint8 at most THUMB_MAX_SIDE) frames kept by this process's analysis decode of ``path``; None when
+    it was not decoded here (its analysis came from the disk cache, or was evicted)."""
+    with _MEMO_LOCK:
+        return _THUMB_MEMO.get(_thumb_key(path))
