@@ -139,6 +139,21 @@ def test_no_applicable_hint_on_semantic_makes_doubtful_sources_generic_then_stop
     assert again.stop and "no audible change" in again.stop
 
 
+def test_make_generic_changes_only_the_doubted_source():
+    """The critic heard a bark the picture does not support: every 'dog bark' event becomes generic, the typing it
+    did not doubt stays (main made every specific source generic)."""
+    events = [Event(id="b1", label="dog bark", start_s=0.5, end_s=0.8), Event(id="b2", label="dog bark",
+                                                                             start_s=2.0, end_s=2.3),
+              Event(id="k1", label="keyboard typing", kind="continuous", start_s=1.0, end_s=3.5)]
+    p = Plan(duration_s=4.0, caption="a dog in an office", **TEXT, events=events)
+    r = refine(p, critique(("semantic", {"action": "make_generic", "event": "b1", "heard": "dog barking"})),
+               ["semantic"])
+    labels = {e.id: e.label for e in r.plan.events}
+    assert labels["k1"] == "keyboard typing"
+    assert labels["b1"] == labels["b2"] == "soft thud"
+    assert r.aimed_at == ["semantic"] and "move: the critic's hints" in r.changes[0]
+
+
 def test_rewritten_sections_respect_the_token_budget():
     times = [round(0.1 + 0.13 * i, 2) for i in range(28)]
     p = Plan(duration_s=4.0, **TEXT, events=[Event(id=f"e{i}", label="footstep on gravel", start_s=t, end_s=t + 0.1)

@@ -276,6 +276,8 @@ def _apply(ed: _Edit, dim: str, hints: list[dict]) -> None:
             if h.get("reason") == "silent":
                 ed.moods.append("audible")
             ed.touched.add(dim)
+        elif action == "make_generic" and eid in ed.events:
+            _make_generic(ed, {ed.events[eid]["label"]})
         elif action == "dc_block" and not ed.render_options.get("dc_block"):
             ed.render_options["dc_block"] = True
             ed.changes.append(f"{dim}: asked the renderer to high-pass the mix (DC offset)")
@@ -287,13 +289,17 @@ def _generic_label(kind: EventKind, outdoor: bool) -> str | None:
     return {EventKind.impact: rule.hit, EventKind.continuous: rule.move, EventKind.ambience: rule.bed}.get(kind)
 
 
-def _make_generic(ed: _Edit) -> None:
-    """Doubtful specific sources become generic sounds that cannot be wrong in kind (speech and music stay)."""
+def _make_generic(ed: _Edit, labels: set[str] | None = None) -> None:
+    """Doubtful specific sources become generic sounds that cannot be wrong in kind (speech and music stay).
+    With ``labels`` (the critic heard those sources without support in the picture) only their events change:
+    every event of a doubted label, since they share its sample; specific sources the critic did not doubt stay."""
     beds = " ".join(e["label"] for e in ed.events.values() if e["kind"] == EventKind.ambience).lower()
     outdoor = any(w in beds for w in _OUTDOOR_WORDS)
     generic = _GENERIC_LABELS
     for eid in ed.order:
         e = ed.events[eid]
+        if labels is not None and e["label"] not in labels:
+            continue
         new = _generic_label(EventKind(e["kind"]), outdoor)
         if new and e["label"] not in generic:
             ed.changes.append(f"semantic: '{e['label']}' ({eid}) -> generic '{new}' (the specific source is doubtful)")
