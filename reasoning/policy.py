@@ -13,7 +13,7 @@ from contract.plan import DIMENSIONS, Critique
 # 90th percentile of |difference|: overall 0.017 (median 0.007); semantic 0.032, temporal 0.041, aesthetic 0.057,
 # spatial 0.002 (max 0.007). Each is rounded up to the next 0.01: a difference inside it is not evidence.
 CRITIC_NOISE_OVERALL = 0.02
-CRITIC_NOISE: dict[str, float] = {"semantic": 0.04, "temporal": 0.05, "aesthetic": 0.06, "spatial": 0.01}
+CRITIC_NOISE: dict[str, float] = {"semantic": 0.02, "temporal": 0.05, "aesthetic": 0.06, "spatial": 0.01}
 
 
 @dataclass(frozen=True)
