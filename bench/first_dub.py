@@ -32,7 +32,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 CPU: dict[Path, list[float]] = {}  # CPU seconds (user + system) of each dub process, per tree
 
-_LOAD = r"""
+_TUNE = r"""
+try:  # the CLI's process settings (agent.cli.main applies them), where this tree has them
+    from agent.cli import tune_gc
+    tune_gc()
+except ImportError:
+    pass
+"""
+
+_LOAD = _TUNE + r"""
 import json, sys, time
 t0 = time.perf_counter()
 import agent.cli.app, agent.cli.dub  # noqa: F401,E401  what `python -m agent.cli dub` imports first
@@ -48,7 +56,7 @@ t2 = time.perf_counter()
 print(json.dumps({"imports_s": t1 - t0, "load_s": t2 - t1}))
 """
 
-_PARTS = r"""
+_PARTS = _TUNE + r"""
 import json, time
 t0 = time.perf_counter()
 import agent.cli.app, agent.cli.dub  # noqa: F401,E401
