@@ -27,3 +27,29 @@ def test_the_cli_collects_young_garbage_rarely_and_its_exit_skips_the_collection
     frozen, gen0, *_ = map(int, out.split("\n")[-2].split())
     assert gen0 >= 10_000  # CPython's default is 700: ~900 collections while torch & co are imported
     assert frozen > 10_000  # what the imports built is not walked again by the interpreter's teardown
+
+
+def test_the_critics_mel_filters_are_torchaudios_to_the_bit():
+    import torch
+    import torchaudio.functional as AF
+
+    from reasoning.offline import aisfx_embed as ae
+
+    for args in [(ae.N_FFT // 2 + 1, ae.F_MIN, ae.F_MAX, ae.N_MELS, ae.SAMPLE_RATE), (201, 0.0, 8000.0, 40, 16000),
+                 (513, 30.0, 11025.0, 64, 22050)]:
+        assert torch.equal(ae.htk_mel_fbanks(*args), AF.melscale_fbanks(*args, norm=None, mel_scale="htk"))
+
+
+def test_loading_the_offline_backends_and_critiquing_does_not_import_torchaudio(tmp_path):
+    # torchaudio costs ≈ 0.1 s of a first dub for one mel table (now built with torch alone).
+    out = _python("import sys\n"
+                  "import numpy as np\n"
+                  "from agent import backends, runs\n"
+                  "from agent.cli.common import build_config\n"
+                  "cfg = build_config(rounds=3)\n"
+                  "for role in runs.ROLES:\n"
+                  "    backends.load(role, cfg)\n"
+                  "from reasoning.offline import aisfx_embed as ae\n"
+                  "ae.log_mel(np.random.default_rng(0).standard_normal(44100).astype(np.float32))\n"
+                  "print(sorted(m for m in sys.modules if m.split('.')[0] == 'torchaudio'))\n")
+    assert out.strip().split("\n")[-1] == "[]"
