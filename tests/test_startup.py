@@ -18,15 +18,35 @@ def _python(code: str) -> str:
     return p.stdout
 
 
-def test_the_cli_collects_young_garbage_rarely_and_its_exit_skips_the_collection_walks():
+def test_the_cli_does_not_collect_during_start_up_and_its_exit_skips_the_collection_walks():
     # Registered before main(), so it runs after every handler main() registers (atexit is LIFO).
     out = _python("import atexit, gc\n"
                   "atexit.register(lambda: print(gc.get_freeze_count(), *gc.get_threshold()))\n"
                   "from agent.cli import main\n"
                   "main(['samples'])\n")
     frozen, gen0, *_ = map(int, out.split("\n")[-2].split())
-    assert gen0 >= 10_000  # CPython's default is 700: ~900 collections while torch & co are imported
+    assert gen0 >= 500_000  # CPython's default is 700: ~900 collections while torch & co are imported
     assert frozen > 10_000  # what the imports built is not walked again by the interpreter's teardown
+
+
+def test_a_dub_collects_again_once_loaded_and_its_rounds_skip_what_start_up_built(tmp_path):
+    from tests.helpers import FAKE, tiny_clip
+
+    clip = tiny_clip(tmp_path / "a.mp4")
+    out = _python("import gc, sys\n"
+                  "from tests import fakes\n"
+                  "fakes.install()\n"
+                  "from agent.cli import main\n"
+                  "seen = []\n"
+                  "gc.callbacks.append(lambda phase, info: phase == 'start' and seen.append(gc.get_freeze_count()))\n"
+                  f"code = main(['--db', {str(tmp_path / 'd.db')!r}, 'dub', {str(clip)!r}, '--out', "
+                  f"{str(tmp_path / 'o.mp4')!r}, *{FAKE!r}])\n"
+                  "gc.collect()\n"
+                  "print(code, gc.get_threshold()[0], min(seen), gc.get_freeze_count())\n")
+    code, gen0, first_frozen, frozen = map(int, out.split("\n")[-2].split())
+    assert code == 0 and gen0 <= 100_000  # young garbage is collected again while the rounds run
+    assert first_frozen > 10_000  # no collection walked start-up's objects (the first came after the freeze)
+    assert frozen == first_frozen
 
 
 def test_the_critics_mel_filters_are_torchaudios_to_the_bit():
