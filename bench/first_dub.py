@@ -91,9 +91,11 @@ def timed(*a, **k):
 
 
 backends.load = timed
-code = main(["dub", "sample:bigbuckbunny", "--rounds", "3", "--out", sys.argv[1], "--db", sys.argv[2]])
+out, db = sys.argv[1:3]
+sys.argv = ["foleyloop", "dub", "sample:bigbuckbunny", "--rounds", "3", "--out", out, "--db", db]
+code = main()  # without argv, as the console script calls it (the CLI's process settings apply)
 import sqlite3
-(t,) = sqlite3.connect(sys.argv[2]).execute("select timings_json from run order by created_at desc limit 1").fetchone()
+(t,) = sqlite3.connect(db).execute("select timings_json from run order by created_at desc limit 1").fetchone()
 print(json.dumps({"code": code, "around_load_calls_s": sum(spent), "recorded_load_s": json.loads(t)["load"]}))
 """
 

@@ -22,8 +22,10 @@ def test_the_cli_does_not_collect_during_start_up_and_its_exit_skips_the_collect
     # Registered before main(), so it runs after every handler main() registers (atexit is LIFO).
     out = _python("import atexit, gc\n"
                   "atexit.register(lambda: print(gc.get_freeze_count(), *gc.get_threshold()))\n"
+                  "import sys\n"
                   "from agent.cli import main\n"
-                  "main(['samples'])\n")
+                  "sys.argv = ['foleyloop', 'samples']\n"
+                  "main()\n")
     frozen, gen0, *_ = map(int, out.split("\n")[-2].split())
     assert gen0 >= 500_000  # CPython's default is 700: ~900 collections while torch & co are imported
     assert frozen > 10_000  # what the imports built is not walked again by the interpreter's teardown
@@ -39,14 +41,23 @@ def test_a_dub_collects_again_once_loaded_and_its_rounds_skip_what_start_up_buil
                   "from agent.cli import main\n"
                   "seen = []\n"
                   "gc.callbacks.append(lambda phase, info: phase == 'start' and seen.append(gc.get_freeze_count()))\n"
-                  f"code = main(['--db', {str(tmp_path / 'd.db')!r}, 'dub', {str(clip)!r}, '--out', "
-                  f"{str(tmp_path / 'o.mp4')!r}, *{FAKE!r}])\n"
+                  f"sys.argv = ['foleyloop', '--db', {str(tmp_path / 'd.db')!r}, 'dub', {str(clip)!r}, '--out', "
+                  f"{str(tmp_path / 'o.mp4')!r}, *{FAKE!r}]\n"
+                  "code = main()\n"
                   "gc.collect()\n"
                   "print(code, gc.get_threshold()[0], min(seen), gc.get_freeze_count())\n")
     code, gen0, first_frozen, frozen = map(int, out.split("\n")[-2].split())
     assert code == 0 and gen0 <= 100_000  # young garbage is collected again while the rounds run
     assert first_frozen > 10_000  # no collection walked start-up's objects (the first came after the freeze)
     assert frozen == first_frozen
+
+
+def test_a_caller_that_passes_argv_keeps_its_own_collector_settings():
+    out = _python("import gc\n"
+                  "from agent.cli import main\n"
+                  "main(['samples'])\n"
+                  "print(gc.get_threshold()[0])\n")
+    assert out.split("\n")[-2] == "700"  # tests call main(argv) in-process: their collector is not changed
 
 
 def test_the_critics_mel_filters_are_torchaudios_to_the_bit():

@@ -38,8 +38,11 @@ def settle_gc() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI (console script ``foleyloop = agent.cli:main``); returns the exit code."""
-    tune_gc()
+    """Run the CLI (console script ``foleyloop = agent.cli:main``); returns the exit code. Without ``argv`` (the
+    console script, ``python -m agent.cli``) the CLI owns the process, so its collector is tuned (``tune_gc``); a
+    caller that passes ``argv`` (tests, scripts) keeps its own settings."""
+    if argv is None:
+        tune_gc()
     from agent.cli.app import main as run
 
     return run(argv)
