@@ -34,7 +34,7 @@ CPU: dict[Path, list[float]] = {}  # CPU seconds (user + system) of each dub pro
 
 _TUNE = r"""
 try:  # the CLI's process settings (agent.cli.main applies them), where this tree has them
-    from agent.cli import tune_gc
+    from agent.cli.collector import tune_gc
     tune_gc()
 except ImportError:
     pass

@@ -5,43 +5,14 @@ command module does not build the whole CLI."""
 
 from __future__ import annotations
 
-import atexit
-import gc
-
-# A command's start-up builds ~650 000 long-lived objects (torch, scipy, LangGraph, SQLAlchemy, the models). At
-# CPython's default thresholds (700, 10, 10) the cycle collector walks them ~900 times while they are being built
-# (≈ 0.8 s of a 6 s first dub), and the interpreter's teardown walks them all again at exit (≈ 0.4–0.9 s). So a CLI
-# process collects only every STARTUP_GC_THRESHOLD objects until its start-up is over (``settle_gc``: what it built is
-# frozen out of later collections, which then run every GC_THRESHOLD[0] young objects, a few MB of garbage at most),
-# and at exit it skips the final walks (``gc.freeze``): the OS frees what the imports built; atexit handlers and
-# refcount finalizers still run. A command that never settles keeps collecting, every million objects.
-STARTUP_GC_THRESHOLD = (1_000_000, 20, 10)
-GC_THRESHOLD = (50_000, 20, 10)
-_exit_registered = False
-
-
-def tune_gc() -> None:
-    """The CLI process's collector settings for its start-up (above); idempotent. ``bench/first_dub.py`` applies
-    it too when it times loading in a separate process, so both measure the same process."""
-    global _exit_registered
-    gc.set_threshold(*STARTUP_GC_THRESHOLD)
-    if not _exit_registered:  # registered first, so it runs after every handler registered later (LIFO)
-        atexit.register(gc.freeze)
-        _exit_registered = True
-
-
-def settle_gc() -> None:
-    """Start-up is over (imports done, models loaded): freeze what it built, collect young garbage again."""
-    if gc.get_threshold() == STARTUP_GC_THRESHOLD:
-        gc.freeze()
-        gc.set_threshold(*GC_THRESHOLD)
-
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI (console script ``foleyloop = agent.cli:main``); returns the exit code. Without ``argv`` (the
-    console script, ``python -m agent.cli``) the CLI owns the process, so its collector is tuned (``tune_gc``); a
-    caller that passes ``argv`` (tests, scripts) keeps its own settings."""
+    console script, ``python -m agent.cli``) the CLI owns the process, so its collector is tuned
+    (``agent.cli.collector``); a caller that passes ``argv`` (tests, scripts) keeps its own settings."""
     if argv is None:
+        from agent.cli.collector import tune_gc
+
         tune_gc()
     from agent.cli.app import main as run
 
