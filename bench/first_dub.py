@@ -34,7 +34,7 @@ CPU: dict[Path, list[float]] = {}  # CPU seconds (user + system) of each dub pro
 
 _TUNE = r"""
 try:  # the CLI's process settings (agent.cli.main applies them), where this tree has them
-    from agent.cli.collector import tune_gc
+    from agent.cli.process import tune_gc
     tune_gc()
 except ImportError:
     pass
@@ -75,7 +75,7 @@ print(json.dumps(out))
 """
 
 _AROUND = r"""
-import json, sys, time
+import atexit, json, sys, time
 from agent import backends
 from agent.cli import main
 spent = []
@@ -92,11 +92,17 @@ def timed(*a, **k):
 
 backends.load = timed
 out, db = sys.argv[1:3]
+
+
+@atexit.register
+def report():  # main() without argv ends the process itself (its atexit handlers run)
+    import sqlite3
+    (t,) = sqlite3.connect(db).execute("select timings_json from run order by created_at desc limit 1").fetchone()
+    print(json.dumps({"around_load_calls_s": sum(spent), "recorded_load_s": json.loads(t)["load"]}), flush=True)
+
+
 sys.argv = ["foleyloop", "dub", "sample:bigbuckbunny", "--rounds", "3", "--out", out, "--db", db]
-code = main()  # without argv, as the console script calls it (the CLI's process settings apply)
-import sqlite3
-(t,) = sqlite3.connect(db).execute("select timings_json from run order by created_at desc limit 1").fetchone()
-print(json.dumps({"code": code, "around_load_calls_s": sum(spent), "recorded_load_s": json.loads(t)["load"]}))
+main()  # without argv, as the console script calls it (the CLI's process settings apply)
 """
 
 _TWICE = r"""

@@ -35,21 +35,39 @@ def test_a_dub_collects_again_once_loaded_and_its_rounds_skip_what_start_up_buil
     from tests.helpers import FAKE, tiny_clip
 
     clip = tiny_clip(tmp_path / "a.mp4")
-    out = _python("import gc, sys\n"
+    args = ["--db", str(tmp_path / "d.db"), "dub", str(clip), "--out", str(tmp_path / "o.mp4"), *FAKE]
+    out = _python("import atexit, gc, sys\n"
                   "from tests import fakes\n"
                   "fakes.install()\n"
                   "from agent.cli import main\n"
                   "seen = []\n"
                   "gc.callbacks.append(lambda phase, info: phase == 'start' and seen.append(gc.get_freeze_count()))\n"
-                  f"sys.argv = ['foleyloop', '--db', {str(tmp_path / 'd.db')!r}, 'dub', {str(clip)!r}, '--out', "
-                  f"{str(tmp_path / 'o.mp4')!r}, *{FAKE!r}]\n"
-                  "code = main()\n"
-                  "gc.collect()\n"
-                  "print(code, gc.get_threshold()[0], min(seen), gc.get_freeze_count())\n")
-    code, gen0, first_frozen, frozen = map(int, out.split("\n")[-2].split())
-    assert code == 0 and gen0 <= 100_000  # young garbage is collected again while the rounds run
+                  "atexit.register(lambda: print(gc.get_threshold()[0], min(seen), gc.get_freeze_count()))\n"
+                  "atexit.register(gc.collect)\n"
+                  f"sys.argv = ['foleyloop', *{args!r}]\n"
+                  "main()\n")
+    gen0, first_frozen, frozen = map(int, out.split("\n")[-2].split())
+    assert gen0 <= 100_000  # young garbage is collected again while the rounds run
     assert first_frozen > 10_000  # no collection walked start-up's objects (the first came after the freeze)
     assert frozen == first_frozen
+
+
+def test_the_cli_process_ends_without_the_interpreters_teardown_and_keeps_its_exit_code(tmp_path):
+    # A module-level object is finalized by the interpreter's teardown; atexit handlers run either way.
+    code = ("import atexit, sys\n"
+            "class Teardown:\n"
+            "    def __del__(self):\n"
+            "        print('teardown ran', flush=True)\n"
+            "kept = Teardown()\n"
+            "atexit.register(lambda: print('atexit ran', flush=True))\n"
+            "from agent.cli import main\n"
+            "sys.argv = ['foleyloop', '--db', sys.argv[1], 'show', 'nosuchrun']\n"
+            "main()\n")
+    env = os.environ | {"PYTHONPATH": str(ROOT)}
+    p = subprocess.run([sys.executable, "-c", code, str(tmp_path / "d.db")], cwd=ROOT, env=env, capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 2 and "no run 'nosuchrun'" in p.stderr  # the command's code and message
+    assert "atexit ran" in p.stdout and "teardown ran" not in p.stdout
 
 
 def test_a_caller_that_passes_argv_keeps_its_own_collector_settings():
