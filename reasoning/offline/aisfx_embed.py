@@ -2,7 +2,7 @@
 
 The package's own front-end imports librosa (not installed), and its ``load_weights`` fails on torch >= 2.6
 because the checkpoint pickles numpy scalars. So we rebuild the input exactly as
-``aisfx/spectrogram/spectrogram_librosa.py`` + ``aisfx/inference.py`` do, with torch/torchaudio:
+``aisfx/spectrogram/spectrogram_librosa.py`` + ``aisfx/inference.py`` do, with torch alone:
 
   mono, 44.1 kHz, peak-normalised → power mel spectrogram (n_fft 2048, hop 1024, Hann, centred with zero
   padding as librosa 0.9's default pad_mode="constant", 96 **HTK** mels 0–22050 Hz, each filter normalised to
