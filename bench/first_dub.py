@@ -32,7 +32,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 CPU: dict[Path, list[float]] = {}  # CPU seconds (user + system) of each dub process, per tree
 
-_LOAD = r"""
+_TUNE = r"""
+try:  # the CLI's process settings (agent.cli.main applies them), where this tree has them
+    from agent.cli.process import tune_gc
+    tune_gc()
+except ImportError:
+    pass
+"""
+
+_LOAD = _TUNE + r"""
 import json, sys, time
 t0 = time.perf_counter()
 import agent.cli.app, agent.cli.dub  # noqa: F401,E401  what `python -m agent.cli dub` imports first
@@ -48,7 +56,7 @@ t2 = time.perf_counter()
 print(json.dumps({"imports_s": t1 - t0, "load_s": t2 - t1}))
 """
 
-_PARTS = r"""
+_PARTS = _TUNE + r"""
 import json, time
 t0 = time.perf_counter()
 import agent.cli.app, agent.cli.dub  # noqa: F401,E401
@@ -67,7 +75,7 @@ print(json.dumps(out))
 """
 
 _AROUND = r"""
-import json, sys, time
+import atexit, json, sys, time
 from agent import backends
 from agent.cli import main
 spent = []
@@ -83,10 +91,18 @@ def timed(*a, **k):
 
 
 backends.load = timed
-code = main(["dub", "sample:bigbuckbunny", "--rounds", "3", "--out", sys.argv[1], "--db", sys.argv[2]])
-import sqlite3
-(t,) = sqlite3.connect(sys.argv[2]).execute("select timings_json from run order by created_at desc limit 1").fetchone()
-print(json.dumps({"code": code, "around_load_calls_s": sum(spent), "recorded_load_s": json.loads(t)["load"]}))
+out, db = sys.argv[1:3]
+
+
+@atexit.register
+def report():  # main() without argv ends the process itself (its atexit handlers run)
+    import sqlite3
+    (t,) = sqlite3.connect(db).execute("select timings_json from run order by created_at desc limit 1").fetchone()
+    print(json.dumps({"around_load_calls_s": sum(spent), "recorded_load_s": json.loads(t)["load"]}), flush=True)
+
+
+sys.argv = ["foleyloop", "dub", "sample:bigbuckbunny", "--rounds", "3", "--out", out, "--db", db]
+main()  # without argv, as the console script calls it (the CLI's process settings apply)
 """
 
 _TWICE = r"""

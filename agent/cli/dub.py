@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from agent.cli.process import settle_gc
 from agent.cli.common import (CfgScale, Critic, Db, Debug, Device, Dtype, Endpoint, Force, KeepOriginal, MaxDuration,
                               MetaClip, Out, Progress, Refiner, Renderer, Review, Rounds, Seed, Steps, Synchformer, T5,
                               Watcher, WatcherModel, Weights, build_config, err_console, free_path, renderer_options,
@@ -67,6 +68,7 @@ def dub(ctx: typer.Context,
                                  inputs=[path], force=force)
     st = writable_store(ctx)  # the arguments are checked; now, before the input is probed or a model loads
     run_id = runs.create_dub_run(st, path, cfg, status="running", out=out_path, load_backends=True)
+    settle_gc()  # imported and loaded: the rounds' collections skip all of it
     err_console.print(f"run [bold]{run_id}[/bold]: dubbing {path.name} ({cfg.rounds} rounds max)")
     result = runs.execute_dub(st, run_id, out_path, force=force, on_event=Progress())
     report(st, run_id, result)

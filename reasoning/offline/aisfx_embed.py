@@ -2,7 +2,7 @@
 
 The package's own front-end imports librosa (not installed), and its ``load_weights`` fails on torch >= 2.6
 because the checkpoint pickles numpy scalars. So we rebuild the input exactly as
-``aisfx/spectrogram/spectrogram_librosa.py`` + ``aisfx/inference.py`` do, with torch/torchaudio:
+``aisfx/spectrogram/spectrogram_librosa.py`` + ``aisfx/inference.py`` do, with torch alone:
 
   mono, 44.1 kHz, peak-normalised → power mel spectrogram (n_fft 2048, hop 1024, Hann, centred with zero
   padding as librosa 0.9's default pad_mode="constant", 96 **HTK** mels 0–22050 Hz, each filter normalised to
@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import logging
+import math
 import os
 import threading
 from functools import lru_cache
@@ -105,13 +106,30 @@ def _window():
     return torch.hann_window(N_FFT, periodic=True, dtype=torch.float32)
 
 
+def htk_mel_fbanks(n_freqs: int, f_min: float, f_max: float, n_mels: int, sample_rate: int):
+    """torchaudio's ``melscale_fbanks(..., norm=None, mel_scale="htk")``, the same float32 operations in the same
+    order (equal to the bit, see the tests) without importing torchaudio (≈ 0.1 s of a first dub)."""
+    import torch
+
+    def hz_to_mel(freq: float) -> float:
+        return 2595.0 * math.log10(1.0 + (freq / 700.0))
+
+    all_freqs = torch.linspace(0, sample_rate // 2, n_freqs)
+    m_pts = torch.linspace(hz_to_mel(f_min), hz_to_mel(f_max), n_mels + 2)
+    f_pts = 700.0 * (10.0 ** (m_pts / 2595.0) - 1.0)
+    f_diff = f_pts[1:] - f_pts[:-1]
+    slopes = f_pts.unsqueeze(0) - all_freqs.unsqueeze(1)
+    down_slopes = (-1.0 * slopes[:, :-2]) / f_diff[:-1]
+    up_slopes = slopes[:, 2:] / f_diff[1:]
+    return torch.max(torch.zeros(1), torch.min(down_slopes, up_slopes))
+
+
 @lru_cache(maxsize=1)
 def mel_filters():
     """(n_freqs, 96) HTK triangular filters, each normalised to unit sum (librosa ``norm=1.0``)."""
     import torch
-    import torchaudio.functional as AF
 
-    fb = AF.melscale_fbanks(N_FFT // 2 + 1, F_MIN, F_MAX, N_MELS, SAMPLE_RATE, norm=None, mel_scale="htk")
+    fb = htk_mel_fbanks(N_FFT // 2 + 1, F_MIN, F_MAX, N_MELS, SAMPLE_RATE)
     sums = fb.sum(dim=0, keepdim=True)
     return (fb / torch.where(sums > 0, sums, torch.ones_like(sums))).to(torch.float32)
 
