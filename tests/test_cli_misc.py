@@ -43,3 +43,23 @@ def test_batch_dubs_a_folder_and_skips_bad_files(tmp_path, capsys, fake_backends
     empty = tmp_path / "empty"
     empty.mkdir()
     assert main(["--db", str(db), "batch", str(empty), "--out-dir", str(tmp_path / "o2"), *FAKE]) == 2
+
+
+def test_show_prints_each_refined_rounds_changes_and_the_loops_verdict_as_plain_text(tmp_path, capsys):
+    from store.db import Store
+
+    store = Store(tmp_path / "f.db")
+    run = store.create_run(id="withchanges", video_path=str(tmp_path / "in.mp4"), status="done", duration_s=4.0)
+    plan = json.dumps({"duration_s": 4.0, "caption": "a ball", "events": []})
+    store.add_round(run_id=run.id, plan_json=plan, status="scored", score_overall=0.70)
+    store.add_round(run_id=run.id, index=1, plan_json=plan, status="scored", score_overall=0.71,
+                    changes_json=json.dumps(["temporal: gain of 'rustle' (move1) -17.5 -> -23.5 dB [bold]x[/bold]",
+                                             "loop: not kept against round 0: gain +0.010 is within the critic's "
+                                             "noise 0.020"]))
+    store.add_round(run_id=run.id, index=2, plan_json=plan, status="scored", changes_json="not json")
+    store.update_run(run.id, best_round_id=store.rounds(run.id)[0].id)
+    assert main(["--db", str(store.db_path), "show", run.id]) == 0
+    out = capsys.readouterr().out
+    assert "round 0.1 changes:" in out and "round 0.0 changes:" not in out and "round 0.2 changes:" not in out
+    assert "-17.5 -> -23.5 dB [bold]x[/bold]" in out  # markup in stored text is shown, not interpreted
+    assert "within the critic's" in out and "noise 0.020" in out.replace("\n", " ")

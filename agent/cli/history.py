@@ -111,6 +111,12 @@ def show(ctx: typer.Context,
                   fmt(r.score_temporal), fmt(r.score_aesthetic), fmt(r.score_spatial), fmt(r.score_overall),
                   r.status, mark)
     out_console.print(t)
+    for r in rounds:  # what each refine changed, and the loop's verdict on it (data: printed as plain text)
+        changes = _changes(r.changes_json)
+        if changes:
+            out_console.print(f"round {r.branch}.{r.index} changes:", highlight=False)
+            for c in changes:
+                out_console.print(f"  - {c}", markup=False, highlight=False)
     for b, rec in sorted(run.branches().items(), key=lambda kv: int(kv[0])):
         status = branch_status(rec)
         line = f"branch {b}: {status}"
@@ -131,6 +137,15 @@ def show(ctx: typer.Context,
     timings = run.timings()
     if timings:
         out_console.print("timings (s): " + ", ".join(f"{k}={v:.2f}" for k, v in sorted(timings.items())))
+
+
+def _changes(raw: str | None) -> list[str]:
+    """A round's stored change list; anything unreadable (an older or damaged row) shows as nothing, not a crash."""
+    try:
+        got = json.loads(raw or "[]")
+    except ValueError:
+        return []
+    return [str(c)[:2000] for c in got] if isinstance(got, list) else []
 
 
 @app.command("plan")
