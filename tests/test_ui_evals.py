@@ -33,7 +33,7 @@ def _eval(store: Store, values: dict, code: str, error_clip: str | None = None) 
                        corpus_hash="abc", code_version=code,
                        config_json={"run": {"critic": "offline", "renderer": "offline", "rounds": 3}},
                        summary_json={"n_scored": len(values), "failed": [], "kept_later": {"n": 1, "of": 2},
-                                     "no_worse": {"n": 2, "of": 2}})
+                                     "no_worse": {"n": 2, "of": 2}, "later_no_worse": {"n": 0, "of": 1}})
     for row in E.clips(store, ev.id):
         run = store.create_run(video_path=f"/c/{row.name}.mp4", status="done")
         if row.name == error_clip:
@@ -60,6 +60,7 @@ def test_list_clips_with_run_links_and_a_comparison(store, monkeypatch):
     listing = frame(at, "eval", "corpus hash")
     assert set(listing["eval"]) == {a, b} and set(listing["code"]) == {"v1", "v2"}
     assert list(listing.loc[listing["eval"] == a, "kept later round"]) == ["1/2"]
+    assert list(listing.loc[listing["eval"] == a, "kept later round no worse"]) == ["0/1"]
 
     at.selectbox(key="evals:one").set_value(a).run()
     clips = frame(at, "clip", "run", "error")

@@ -39,6 +39,7 @@ for ev in evs:
         "scored": s.get("n_scored"), "failed": len(s.get("failed", [])) if s else None,
         "critic": run_cfg.get("critic"), "renderer": run_cfg.get("renderer"), "rounds": run_cfg.get("rounds"),
         "kept later round": _frac(s.get("kept_later")), "loop no worse": _frac(s.get("no_worse")),
+        "kept later round no worse": _frac(s.get("later_no_worse")),
         "code": ev.code_version + (" (dirty)" if ev.code_dirty else ""), "report": ev.out_dir,
     })
 st.dataframe(pd.DataFrame(summary_rows), hide_index=True, width="stretch", key="evals:table")
