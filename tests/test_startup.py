@@ -102,3 +102,14 @@ def test_loading_the_offline_backends_and_critiquing_does_not_import_torchaudio(
                   "ae.log_mel(np.random.default_rng(0).standard_normal(44100).astype(np.float32))\n"
                   "print(sorted(m for m in sys.modules if m.split('.')[0] == 'torchaudio'))\n")
     assert out.strip().split("\n")[-1] == "[]"
+
+
+def test_a_profiled_cli_process_still_writes_its_profile(tmp_path):
+    """`python -m cProfile -o` writes after the program returns: the fast exit must not cut that off."""
+    out = tmp_path / "p.prof"
+    env = os.environ | {"PYTHONPATH": str(ROOT)}
+    p = subprocess.run([sys.executable, "-m", "cProfile", "-o", str(out), "-m", "agent.cli", "--db",
+                        str(tmp_path / "d.db"), "show", "nosuchrun"], cwd=ROOT, env=env, capture_output=True,
+                       text=True, timeout=120)
+    assert "no run 'nosuchrun'" in p.stderr  # (cProfile reports its own exit status)
+    assert out.exists() and out.stat().st_size > 0

@@ -44,8 +44,10 @@ def leave(code: int) -> NoReturn:
     """Exit without the interpreter's teardown (≈ 0.2 s, mostly torch's C++ static destructors): the atexit
     handlers run (logging, checkpointer connections, temporary folders) and the standard streams are flushed, as at
     a normal exit; only the freeing of memory the OS frees anyway is skipped. While another non-daemon thread is
-    alive, the normal exit (which waits for it) is taken instead."""
+    alive, or a profiler or tracer is attached (``python -m cProfile -o``, a debugger), the normal exit is taken."""
     if any(t is not threading.main_thread() and not t.daemon and t.is_alive() for t in threading.enumerate()):
+        sys.exit(code)
+    if sys.getprofile() is not None or sys.gettrace() is not None:  # a profiler or debugger writes after we return
         sys.exit(code)
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
