@@ -255,3 +255,32 @@ def test_contacts_leave_out_codec_pulses_first_frames_and_weak_changes():
     vis = known_visual([0.1, 1.0, 2.0, 3.0], [0.0] * 4, duration=4.0)
     vis.onset_strengths = [0.9, 0.9, 0.05, 0.6]  # first frames; a change under 15 % of the strongest
     assert contacts(vis)[0] == [1.0, 3.0]
+
+
+# ---- over-loud hits ---------------------------------------------------------------------------------------------
+def test_a_hit_far_louder_than_its_contact_looks_is_a_finding_the_refiner_turns_down(ball):
+    """The issue's arm swing that got the loudest thump: one of five equally strong contacts rendered 18 dB above
+    the others is flagged with a gain_event hint; the refiner lowers that event; the even render has no such finding."""
+    tmp, clip = ball
+    info = probe(clip.path)
+    import soundfile as sf
+
+    quiet = impact_clicks(CONTACTS, clip.side_of_impact, DURATION, SR) * 0.1
+    loud_one = quiet.copy()
+    a, b = int(CONTACTS[2] * SR), int((CONTACTS[2] + 0.08) * SR)
+    loud_one[:, a:b] *= 10 ** (18 / 20)
+    even_path, odd_path = tmp / "even.wav", tmp / "odd.wav"
+    sf.write(str(even_path), quiet.T, SR)
+    sf.write(str(odd_path), loud_one.T, SR)
+    critic, plan = OfflineCritic(cache_dir=tmp), _ball_plan(with_layer=False)
+    even = critic.critique(plan, even_path, clip.path, info)
+    odd = critic.critique(plan, odd_path, clip.path, info)
+    over = lambda c: [f for f in c.findings if (f.hint or {}).get("reason") == "over-loud hit"]  # noqa: E731
+    assert over(even) == [], [f.problem for f in even.findings]
+    flagged = over(odd)
+    assert [f.target for f in flagged] == ["hit2"], [f.problem for f in odd.findings]
+    assert flagged[0].hint["by_db"] <= -6.0
+    res = OfflineRefiner().refine(plan, odd, ["temporal"], 1, 0)
+    assert res.plan.event("hit2").gain_db == pytest.approx(plan.event("hit2").gain_db + flagged[0].hint["by_db"])
+    assert res.plan.event("hit1").gain_db == plan.event("hit1").gain_db
+    assert any("over-loud hit" in c for c in res.changes)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import threading
 from collections import OrderedDict
@@ -43,7 +44,7 @@ from store.media import AUDIO_EXTS, AudioFile, VideoInfo, read_audio
 log = logging.getLogger(__name__)
 
 NAME = "offline"
-VERSION = "2"
+VERSION = "3"  # 3: over-loud hits are temporal findings
 
 # temporal
 MATCH_TOL_S = 0.080       # an audio onset within ±80 ms of a visual onset is in sync
@@ -259,6 +260,7 @@ def score_temporal(plan: Plan, audio: np.ndarray, sr: int, visual: Any) -> Dimen
     salience = det.salience()
     fit = fit_lag(v, a_onsets, salience)
     findings: list[Finding] = _masking_findings(plan, det, fit, set(texture))
+    findings += _overloud_findings(plan, det, fit, owner, dict(zip(*contacts(visual))), v)
     if abs(fit.lag) > FREE_LAG_S and len(fit.pairs) >= min(2, len(v)):
         findings.append(Finding(
             target="temporal", dimension="temporal",
@@ -304,6 +306,41 @@ def score_temporal(plan: Plan, audio: np.ndarray, sr: int, visual: Any) -> Dimen
                ScorerInfo(name="av_lag_s", version=VERSION, dimension="temporal", raw=round(fit.lag, 4),
                           note="best global lag, audio minus video (s), searched in ±250 ms")]
     return DimensionResult(_clip01(fit.score), scorers, findings)
+
+
+# A hit is over-loud when it stands this far above what its contact's visual strength implies, judged against the
+# clip's other matched hits (the median of level minus visual strength, in dB): an arm swing that gets the loudest
+# thump while the main contact is near-silent. Visual strength below OVERLOUD_FLOOR_DB of the strongest contact is
+# taken as that floor (a faint contact should still be heard).
+OVERLOUD_DB = 9.0
+OVERLOUD_FLOOR_DB = -15.0
+OVERLOUD_MIN_PAIRS = 3
+
+
+def _overloud_findings(plan: Plan, det: af.OnsetResult, fit: LagFit, owner: dict[int, str],
+                       strength_at: dict[float, float], v: list[float]) -> list[Finding]:
+    """Matched impact sounds far louder than their contact looks; the hint turns that event down (``gain_event``)."""
+    pairs = [(i, j) for i, j in fit.pairs if j in owner and strength_at.get(v[i], 0.0) > 0]
+    if len(pairs) < OVERLOUD_MIN_PAIRS:
+        return []
+    top = max(strength_at[v[i]] for i, _ in pairs)
+    looks = {j: max(OVERLOUD_FLOOR_DB, 20 * math.log10(strength_at[v[i]] / top)) for i, j in pairs}
+    residual = {j: det.levels_db[j] - looks[j] for _, j in pairs}
+    typical = float(np.median(list(residual.values())))
+    events = {e.id: e for e in plan.events}
+    out = []
+    for i, j in pairs:
+        excess = residual[j] - typical
+        if excess <= OVERLOUD_DB or owner[j] not in events:
+            continue
+        e = events[owner[j]]
+        by = -round(excess - OVERLOUD_DB / 3, 1)
+        out.append(Finding(target=e.id, dimension="temporal",
+                           problem=f"'{e.label}' ({e.id}) at {det.onsets[j]:.2f}s is {excess:.0f} dB louder than its "
+                                   f"contact looks, against the clip's other hits",
+                           suggestion=f"turn it down by {-by:.0f} dB",
+                           hint={"action": "gain_event", "event": e.id, "by_db": by, "reason": "over-loud hit"}))
+    return out
 
 
 MASK_SALIENCE = 0.5  # an unmatched onset within 10 dB of the loudest one is loud enough to mask the contacts

@@ -208,7 +208,7 @@ class _Edit:
 def _apply_temporal(ed: _Edit, hints: list[dict]) -> None:
     for h in hints:  # a layer that masks the impacts
         if h.get("action") == "gain_event" and h.get("event") in ed.events:
-            ed.gain(h["event"], float(h["by_db"]), "temporal", "it masks the impacts")
+            ed.gain(h["event"], float(h["by_db"]), "temporal", str(h.get("reason", "it masks the impacts"))[:80])
     for h in (h for h in hints if h.get("action") == "shift_all"):
         by = float(h["by_s"])
         for eid in ed.order:
