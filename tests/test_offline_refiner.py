@@ -192,3 +192,15 @@ def test_critic_refiner_loop_fixes_timing_and_placement():
     assert history[0]["temporal"] < 0.6
     assert history[-1]["temporal"] > 0.9 and history[-1]["spatial"] > 0.8, history
     assert sorted(e.start_s for e in p.events) == pytest.approx(HITS, abs=0.03)
+
+
+def test_an_impact_added_to_a_plan_without_impacts_is_the_generic_hit_under_full_level():
+    """Nothing to copy from: the added hit is the scene's generic thud a little under full level, not the bare word
+    'impact' at 0 dB (which the bank matched to a cinematic boom)."""
+    p = Plan(duration_s=4.0, caption="a field", **TEXT,
+             events=[Event(id="amb1", label="light breeze outdoors", kind="ambience", start_s=0.0, end_s=4.0,
+                           gain_db=-24.0)])
+    r = refine(p, critique(("temporal", {"action": "add_event", "time_s": 1.5, "pan": 0.2})), ["temporal"])
+    added = [e for e in r.plan.events if e.kind.value == "impact"]
+    assert len(added) == 1 and added[0].label == "soft thud" and added[0].gain_db <= -6.0
+    assert added[0].start_s == 1.5 and added[0].pan == 0.2

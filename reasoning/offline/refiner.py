@@ -39,6 +39,7 @@ NAME = "offline"
 MODEL_ID = "offline-rules"
 PROMPT_VERSION = "offline-rules-1"
 GAIN_MIN, GAIN_MAX = -60.0, 12.0
+ADDED_HIT_DB = -6.0       # an impact added where the plan had none to copy from
 ALREADY_THERE_S = 0.03   # add_event on an event already at that time means it was inaudible: raise it
 INAUDIBLE_BOOST_DB = 6.0
 # Smallest changes a listener notices (level ~1 dB, timing ~10 ms, placement ~0.1 of the pan range).
@@ -180,8 +181,8 @@ class _Edit:
         if impacts:
             near = min(impacts, key=lambda e: abs(e["start_s"] - time_s))
             label, length, gain = near["label"], max(0.05, near["end_s"] - near["start_s"]), near["gain_db"]
-        else:
-            label, length, gain = "impact", 0.3, 0.0
+        else:  # nothing to borrow from: the generic hit, a little under full level (when in doubt, understate)
+            label, length, gain = _generic_label(EventKind.impact, _outdoor(self)), 0.25, ADDED_HIT_DB
         self._added += 1
         eid = f"r{self.round}a{self._added}"
         while eid in self.events:
@@ -289,12 +290,16 @@ def _generic_label(kind: EventKind, outdoor: bool) -> str | None:
     return {EventKind.impact: rule.hit, EventKind.continuous: rule.move, EventKind.ambience: rule.bed}.get(kind)
 
 
+def _outdoor(ed: _Edit) -> bool:
+    beds = " ".join(e["label"] for e in ed.events.values() if e["kind"] == EventKind.ambience).lower()
+    return any(w in beds for w in _OUTDOOR_WORDS)
+
+
 def _make_generic(ed: _Edit, labels: set[str] | None = None) -> None:
     """Doubtful specific sources become generic sounds that cannot be wrong in kind (speech and music stay).
     With ``labels`` (the critic heard those sources without support in the picture) only their events change:
     every event of a doubted label, since they share its sample; specific sources the critic did not doubt stay."""
-    beds = " ".join(e["label"] for e in ed.events.values() if e["kind"] == EventKind.ambience).lower()
-    outdoor = any(w in beds for w in _OUTDOOR_WORDS)
+    outdoor = _outdoor(ed)
     generic = _GENERIC_LABELS
     for eid in ed.order:
         e = ed.events[eid]
