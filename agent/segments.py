@@ -322,7 +322,8 @@ def prune(renderer: Any, done: Sequence[tuple[Plan, int]], keep: tuple[Plan, int
         for _, _, key in _keys(renderer, plan, seed, sr):
             if key in wanted:
                 continue
-            for path in [sr.audio_path(key), *sr.cache_dir.glob(f"{key}.*.critique.json")]:
+            for path in [sr.audio_path(key), sr.cache_dir / f"{key}.own.wav",
+                         *sr.cache_dir.glob(f"{key}.*.critique.json")]:
                 try:
                     path.unlink()
                     removed += 1
@@ -460,13 +461,12 @@ def critique(critic: Any, renderer: Any, plan: Plan, seed: int, sr: SegmentRun,
                 _to_wav(renderer.render(sub, video, vinfo, sd, Path(tmp) / "segment.wav").audio_path, audio)
         # The critic's version is part of the key: a critic that judges differently must not reuse old verdicts.
         tag = "-".join(str(x) for x in (getattr(critic, "name", "critic"), getattr(critic, "version", None)) if x)
-        cached = sr.cache_dir / f"{key}.{tag}.critique.json"
+        cached = sr.cache_dir / f"{key}.{tag}.own.critique.json"
         reused = cached.exists()
         if reused:
             crit = Critique.from_json(cached.read_text())
         else:
-            video, vinfo = sr.proxy(s.index)
-            crit = critic.critique(sub, audio, video, vinfo)
+            crit = _critique_own_span(critic, sub, s, audio, sr, key)
             tmp = cached.with_name(cached.name + ".part")
             tmp.write_text(crit.to_json())
             tmp.replace(cached)
@@ -482,6 +482,70 @@ def critique(critic: Any, renderer: Any, plan: Plan, seed: int, sr: SegmentRun,
                         f"({p.start_s:.1f}–{p.end_s:.1f} s): {f.problem}"[:2000], suggestion=f.suggestion)
                 for p in parts for f in p.findings]
     return Critique(scores=scores, findings=findings, segments=parts)
+
+
+_HINT_TIMES = ("time_s", "to_s")
+
+
+def _critique_own_span(critic: Any, sub: Plan, s: "seg.Segment", audio: Path, sr: SegmentRun, key: str) -> Critique:
+    """The critic judges the segment's own span only: its pre- and post-roll are its neighbours' (they judge
+    them), so a neighbour's contact or a crossfade must not score here. The audio, the proxy and the plan are cut
+    to the span; hint times come back in the segment plan's time (render start = 0), which its refiner edits."""
+    video, vinfo = sr.proxy(s.index)
+    lo = max(0.0, s.start_s - s.render_start_s)
+    hi = max(lo, min(sub.duration_s, s.end_s - s.render_start_s))
+    if lo <= 1e-6 and hi >= sub.duration_s - 1e-6:
+        return critic.critique(sub, audio, video, vinfo)
+    own_audio = sr.cache_dir / f"{key}.own.wav"
+    if not own_audio.exists():
+        wave, rate = media.read_audio(audio)
+        tmp = own_audio.with_name(own_audio.stem + ".part.wav")
+        media.write_audio(tmp, wave[:, int(round(lo * rate)):int(round(hi * rate))], rate)
+        tmp.replace(own_audio)
+    if video is not None:
+        video, vinfo = _own_proxy(video, vinfo, lo, hi)
+    crit = critic.critique(_own_plan(sub, lo, hi), own_audio, video, vinfo)
+    findings = []
+    for f in crit.findings:
+        hint = dict(f.hint or {})
+        for x in _HINT_TIMES:
+            if isinstance(hint.get(x), (int, float)):
+                hint[x] = round(float(hint[x]) + lo, 4)
+        findings.append(f.model_copy(update={"hint": hint}))
+    return crit.model_copy(update={"findings": findings})
+
+
+def _own_plan(sub: Plan, lo: float, hi: float) -> Plan:
+    """``sub`` cut to [lo, hi) of its time and shifted to start at 0 (events outside the span left out)."""
+    events = []
+    for e in sub.events:
+        if e.start_s >= hi or max(e.end_s, e.start_s) < lo:
+            continue
+        start = max(0.0, e.start_s - lo)
+        events.append(e.model_copy(update={"start_s": round(start, 4),
+                                           "end_s": round(max(start, min(hi, e.end_s) - lo), 4)}))
+    return sub.model_copy(update={"duration_s": round(hi - lo, 4), "events": events})
+
+
+def _own_proxy(video: Path, vinfo: VideoInfo | None, lo: float, hi: float) -> tuple[Path, VideoInfo]:
+    """The segment proxy cut to [lo, hi) (cached beside it): one more pass over a small low-resolution clip."""
+    path = video.with_name(f"{video.stem}_own_{lo:.3f}_{hi:.3f}.mp4")
+    if not path.exists():
+        fps = vinfo.fps if vinfo is not None and vinfo.fps and vinfo.fps > 0 else PROXY_FPS
+        enc = None
+        try:
+            for _, _, img in media.stream_frames(video, {"own": FrameGrid(fps, start_s=lo, end_s=hi)}):
+                enc = enc or _Encoder(path, fps, img)
+                enc.add(img)
+            if enc is not None:
+                enc.close(path)
+                enc = None
+        finally:
+            if enc is not None:
+                enc.abort()
+        if not path.exists():  # nothing decodable in the span: the whole proxy, as before
+            return video, media.probe(video)
+    return path, media.probe(path)
 
 
 def weak_segments(crit: Critique, thresholds: dict[str, float]) -> list[int]:

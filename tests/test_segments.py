@@ -237,9 +237,14 @@ def test_a_refined_round_renders_only_the_weak_segments(tmp_path):
     S.critique(critic, renderer, refined.plan, 0, run, second.meta["segments"]["rendered"])
     assert critic.calls == 4
     # when the run ends, the audio only the dropped round used leaves the cache; the kept round's stays
-    assert len(list(run.cache_dir.glob("*.wav"))) == 6
-    assert S.prune(renderer, [(plan, 0)], (refined.plan, 0), run) == 4  # 2 WAVs + their 2 critiques
-    assert len(list(run.cache_dir.glob("*.wav"))) == 4
+    def segment_wavs():  # rendered segment audio (not the own-span cuts the critic judged)
+        return [p for p in run.cache_dir.glob("*.wav") if not p.name.endswith(".own.wav")]
+
+    assert len(segment_wavs()) == 6
+    own = len(list(run.cache_dir.glob("*.own.wav")))
+    # 2 WAVs, their 2 own-span cuts and their 2 critiques
+    assert S.prune(renderer, [(plan, 0)], (refined.plan, 0), run) == 6
+    assert len(segment_wavs()) == 4 and len(list(run.cache_dir.glob("*.own.wav"))) == own - 2
     renderer.calls.clear()
     S.render(renderer, refined.plan, 0, tmp_path / "r2.wav", run)
     assert renderer.calls == []
@@ -263,7 +268,7 @@ def test_segment_audio_is_shared_only_by_runs_with_the_same_renderer_options(tmp
 
 
 # ---- a 2-minute multi-scene clip, end to end on the offline default -------------------------------------------------
-THRESHOLDS = {"semantic": 0.0, "temporal": 0.0, "aesthetic": 0.0, "spatial": 0.97}
+THRESHOLDS = {"semantic": 0.0, "temporal": 0.76, "aesthetic": 0.0, "spatial": 0.0}
 
 @pytest.fixture(scope="module")
 def multiscene(tmp_path_factory):
@@ -275,7 +280,7 @@ def multiscene(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("multiscene")
     clip = make_multiscene_clip(tmp / "multi.mp4")
     store = Store(tmp / "home" / "fl.db")
-    # spatial is the only bar, set so that some segments pass it and some do not (the length-weighted mean fails)
+    # temporal is the only bar, set so that some segments pass it and some do not (the length-weighted mean fails)
     cfg = RunConfig(rounds=2, device="cpu", thresholds=THRESHOLDS)
     runs.dub(store, clip, cfg, out=tmp / "out.mp4")
     yield store, store.list_runs()[0]
@@ -353,8 +358,10 @@ def test_multiscene_refined_round_rerenders_only_the_weak_segments(multiscene):
         changed = cs.sub_plan(p0, k).model_dump(exclude={"plan_id", "provenance"}) != \
             cs.sub_plan(p1, k).model_dump(exclude={"plan_id", "provenance"}) or p0.segments[k] != p1.segments[k]
         assert changed == (k in meta["rendered"]), k
-    # the finished run keeps one cached render per segment: its best round's
-    assert len(list((store.home / "cache" / "segments").glob("*.wav"))) == n
+    # the finished run keeps one cached render per segment, its best round's (and the own-span cuts its critic read)
+    cached = list((store.home / "cache" / "segments").glob("*.wav"))
+    assert len([p for p in cached if not p.name.endswith(".own.wav")]) == n
+    assert {p.name.split(".")[0] for p in cached if p.name.endswith(".own.wav")} <= {p.stem for p in cached}
 
 
 def test_show_and_plan_print_the_segments(multiscene, capsys):
@@ -452,3 +459,33 @@ def test_a_segment_is_not_refined_for_what_its_roll_shows(tmp_path):
     run = S.prepare(plan, None, None, tmp_path / "cache")
     S.refine(Recording(), plan, crit, {"semantic": 0.5, "temporal": 0.5, "aesthetic": 0.5, "spatial": 0.5}, 1, 0, run)
     assert seen == [[roll + 2.0]]
+
+
+def test_a_segment_is_judged_on_its_own_span_not_its_rolls(tmp_path):
+    """The critic of segment 1 hears and sees only 30-60 s (a contact in its pre-roll is segment 0's, which judges
+    it); its hint times come back in the segment plan's time, where its refiner edits."""
+    parts = cs.split(60.0, [30.0], 40.0, cues=["a", "b"])
+    events = [Event(id=f"bed{i}", label="wind", kind="ambience", start_s=30.0 * i, end_s=30.0 * (i + 1),
+                    gain_db=-20.0) for i in range(2)]
+    events.append(Event(id="hit", label="thud", kind="impact", start_s=29.9, end_s=30.0))  # segment 0's, in 1's roll
+    plan = _plan(60.0, events, parts)
+    seen = []
+
+    class Recording:
+        name, version = "recording", "1"
+
+        def critique(self, plan, audio, video, info):
+            wave, rate = read_audio(audio)
+            seen.append((round(wave.shape[1] / rate, 2), plan.duration_s, sorted(e.id for e in plan.events)))
+            return Critique(scores={"semantic": 0.9, "temporal": 0.9, "aesthetic": 0.9, "spatial": 0.9},
+                            findings=[Finding(target="temporal", dimension="temporal", problem="p",
+                                              hint={"action": "add_event", "time_s": 1.0, "pan": 0.0})])
+
+    run = S.prepare(plan, None, None, tmp_path / "cache")
+    S.render(CountingRenderer(), plan, 0, tmp_path / "r0.wav", run)
+    crit = S.critique(Recording(), CountingRenderer(), plan, 0, run)
+    lo = [s.start_s - s.render_start_s for s in parts]
+    assert [x[0] for x in seen] == pytest.approx([s.end_s - s.start_s for s in parts], abs=0.02)
+    assert [x[1] for x in seen] == pytest.approx([s.end_s - s.start_s for s in parts], abs=0.02)
+    assert "hit" in seen[0][2] and "hit" not in seen[1][2]
+    assert [p.findings[0].hint["time_s"] for p in crit.segments] == pytest.approx([1.0 + x for x in lo])
