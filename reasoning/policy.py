@@ -10,8 +10,9 @@ from contract.plan import DIMENSIONS, Critique
 
 # The offline critic's own noise: how far its scores move when the same plan is rendered again with other takes
 # (renderer seeds 0-3, nothing the plan says changed; 7 real-footage clips x 6 seed pairs, December 2026).
-# 90th percentile of |difference|: overall 0.017 (median 0.007); semantic 0.032, temporal 0.041, aesthetic 0.057,
-# spatial 0.002 (max 0.007). Each is rounded up to the next 0.01: a difference inside it is not evidence.
+# 90th percentile of |difference|: overall 0.017 (median 0.007); semantic 0.013 (the picture-grounded score; the
+# plan-label score it replaced: 0.032), temporal 0.041, aesthetic 0.057, spatial 0.002 (max 0.007). Each is rounded
+# up to the next 0.01: a difference inside it is not evidence. Re-measure with bench/critic_noise.py.
 CRITIC_NOISE_OVERALL = 0.02
 CRITIC_NOISE: dict[str, float] = {"semantic": 0.02, "temporal": 0.05, "aesthetic": 0.06, "spatial": 0.01}
 
