@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from scipy.signal import butter, fftconvolve, sosfilt
@@ -150,12 +151,10 @@ REFERENCE_S = 100 * 1024 / SR  # one aiSFX block: what the critic compares a win
 REFERENCE_HIT_EVERY_S = 0.6
 
 
-def reference_recordings(cache_dir) -> list[tuple[str, "Path"]]:
+def reference_recordings(cache_dir: str | Path) -> list[tuple[str, Path]]:
     """Every preset rendered once (fixed seed) to a WAV under ``cache_dir``, labelled by its plain name (the first
     clause of its description): the critic's reference recordings must include what the renderer synthesises,
     or a procedural rustle is named after the nearest recording (a sizzling sauna) and judged as that."""
-    from pathlib import Path
-
     from store.media import write_audio
 
     out = []

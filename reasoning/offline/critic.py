@@ -757,7 +757,7 @@ class OfflineCritic:
             self.embedder()
             from reasoning.offline.aisfx_embed import _window, mel_filters
 
-            mel_filters(), _window()  # one-time tables (and the torchaudio import): here, not in round 0
+            mel_filters(), _window()  # one-time tables: here, not in round 0
             self.reference_index()
             self.text_embedder()
             self.classifier()
@@ -885,7 +885,7 @@ def make(cfg: BackendOptions) -> OfflineCritic:
     refs = opts.get("references")  # optional {label: [audio files]}: name what the render sounds like with these
     return OfflineCritic(cache_dir=opts.get("cache_dir"), semantic_threshold=cfg.thresholds.get("semantic", 0.45),
                          reference_catalog={k: list(v) for k, v in refs.items()} if refs is not None
-                         else getattr(cfg, "reference_catalog", None))
+                         else cfg.reference_catalog)
 
 
 def describe(cfg: BackendOptions) -> dict:
