@@ -7,12 +7,11 @@ from typing import Annotated, Optional
 
 import typer
 
-from agent.cli.process import settle_gc
 from agent.cli.common import (CfgScale, Critic, Db, Debug, Device, Dtype, Endpoint, Force, KeepOriginal, MaxDuration,
                               MetaClip, Out, Progress, Refiner, Renderer, Review, Rounds, Seed, Steps, Synchformer, T5,
                               Watcher, WatcherModel, Weights, build_config, err_console, free_path, renderer_options,
                               report, writable_store)
-
+from agent.cli.process import settle_gc
 from contract.errors import UserError
 
 app = typer.Typer()
