@@ -263,3 +263,36 @@ def test_every_command_takes_db_and_debug_after_its_name():
     for name, cmd in group.commands.items():
         flags = {o for p in cmd.params for o in p.opts}
         assert {"--db", "--debug"} <= flags, name
+
+
+# ---- --pass-at ---------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("value, message", [
+    ("1.5", "must be from 0 to 1, got 1.5"),
+    ("nan", "must be from 0 to 1"),
+    ("loud", "the score must be a number from 0 to 1, got 'loud'"),
+    ("loudness=0.5", "'loudness=0.5' is not DIM=SCORE"),
+    ("temporal=-0.1", "temporal must be from 0 to 1"),
+])
+def test_bad_pass_at_is_exit_2_before_any_work(value, message, clip, tmp_path, capsys, fake_backends):
+    db = tmp_path / "fl.db"
+    code = main(["--db", str(db), "dub", str(clip), "--out", str(tmp_path / "o.mp4"), "--pass-at", value, *FAKE])
+    line = _one_error_line(capsys)
+    assert code == 2 and message in line and "--pass-at" in line
+    assert _no_runs(db) and not (tmp_path / "o.mp4").exists()
+
+
+def test_pass_at_sets_what_a_round_must_reach(clip, tmp_path, capsys, fake_backends):
+    """One number sets every dimension; DIM=SCORE sets that one and keeps the others' defaults; the run records it
+    (what the loop stops on), and a bar no round reaches makes the loop use its rounds."""
+    from contract.options import DEFAULT_THRESHOLDS
+
+    db = tmp_path / "fl.db"
+    assert main(["--db", str(db), "dub", str(clip), "--out", str(tmp_path / "a.mp4"), "--rounds", "2",
+                 "--pass-at", "temporal=0.9", *FAKE]) == 0
+    assert main(["--db", str(db), "dub", str(clip), "--out", str(tmp_path / "b.mp4"), "--rounds", "2",
+                 "--pass-at", "1", *FAKE]) == 0
+    st = Store(db)
+    runs = sorted(st.list_runs(), key=lambda r: r.created_at)
+    assert runs[0].config()["thresholds"] == {**DEFAULT_THRESHOLDS, "temporal": 0.9}
+    assert runs[1].config()["thresholds"] == {d: 1.0 for d in DEFAULT_THRESHOLDS}
+    assert len(st.rounds(runs[1].id)) == 2  # nothing passes at 1.0: the loop goes on to its cap

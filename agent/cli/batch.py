@@ -14,7 +14,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from agent.cli.common import (CfgScale, CommandFailed, Critic, Db, Debug, Device, Dtype, Endpoint, Force,
-                              KeepOriginal, MaxDuration, MetaClip, Refiner, Renderer, Rounds, Seed, Steps,
+                              KeepOriginal, MaxDuration, MetaClip, PassAt, Refiner, Renderer, Rounds, Seed, Steps,
                               Synchformer, T5, Watcher, WatcherModel, Weights, build_config, err_console, fmt,
                               out_console, renderer_options, writable_store)
 from contract.errors import UserError
@@ -66,7 +66,7 @@ def batch(ctx: typer.Context, source: Source, out_dir: OutDir = None, resume: Re
           refiner: Refiner = None, max_duration: MaxDuration = 600.0, keep_original: KeepOriginal = "drop",
           device: Device = "auto", dtype: Dtype = "auto", steps: Steps = None, cfg_scale: CfgScale = None,
           metaclip: MetaClip = None, t5: T5 = None, synchformer: Synchformer = None, batch_size: BatchSize = 1,
-          db: Db = None, debug: Debug = False):
+          pass_at: PassAt = None, db: Db = None, debug: Debug = False):
     """Dub every video of a folder or manifest; failures are recorded as failed runs and the batch goes on."""
     from agent import batch as service
     from agent import outputs
@@ -88,7 +88,8 @@ def batch(ctx: typer.Context, source: Source, out_dir: OutDir = None, resume: Re
     cfg = build_config(rounds=rounds, seed=seed, watcher=watcher, watcher_model=watcher_model, endpoint=endpoint,
                        renderer=renderer, critic=critic, refiner=refiner, max_duration=max_duration,
                        keep_original=keep_original, device="cpu" if auto else device, dtype=dtype,
-                       renderer_opts=renderer_options(weights, steps, cfg_scale, metaclip, t5, synchformer))
+                       renderer_opts=renderer_options(weights, steps, cfg_scale, metaclip, t5, synchformer),
+                       pass_at=pass_at)
     if auto and dtype == "auto":  # the cluster's devices decide: each worker resolves it (models.precision)
         cfg = cfg.model_copy(update={"dtype": "auto"})
     clips = service.collect(source, out_dir, cfg, outputs.out_name, outputs.VIDEO_EXTS)

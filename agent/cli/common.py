@@ -21,6 +21,7 @@ from rich.console import Console
 from agent.backends import REGISTRY
 from agent.config import RunConfig
 from contract.errors import UserError
+from contract.options import DEFAULT_THRESHOLDS
 from contract.plan import Plan, PlanInvalid
 from models.precision import DTYPES
 
@@ -146,6 +147,10 @@ Synchformer = Annotated[Optional[str], typer.Option(
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON")]
 RoundRef = Annotated[str, typer.Option("--round", help="K or BRANCH.K")]
 PlanFile = Annotated[Optional[Path], typer.Option("--plan", help="Plan JSON (see `foleyloop plan`)")]
+PassAt = Annotated[Optional[str], typer.Option(
+    "--pass-at", metavar="SCORE|DIM=SCORE,…",
+    help="Critic scores (0–1) a round must reach to pass, for every dimension or per dimension, e.g. 0.8 or "
+         "temporal=0.8,semantic=0.7 (default " + ",".join(f"{k}={v}" for k, v in DEFAULT_THRESHOLDS.items()) + ")")]
 
 
 # ---- configuration --------------------------------------------------------------------------------------------
@@ -174,7 +179,8 @@ def build_config(*, rounds: int = 3, seed: int = 0, review: bool = False, watche
                  watcher_model: Optional[str] = None, endpoint: Optional[str] = None, renderer: str = "offline",
                  critic: Optional[str] = None, refiner: Optional[str] = None, max_duration: float = 600.0,
                  keep_original: str = "drop", device: str = "auto", dtype: str = "auto",
-                 renderer_opts: Optional[dict] = None, resolve: bool = True) -> RunConfig:
+                 renderer_opts: Optional[dict] = None, pass_at: Optional[str] = None,
+                 resolve: bool = True) -> RunConfig:
     """A validated RunConfig (UserError on an unknown backend or a bad value); ``device=auto`` and ``dtype=auto``
     are resolved here, before anything is recorded (``resolve=False``: left for the machine that runs it)."""
     from agent.devices import resolve_device
@@ -195,19 +201,47 @@ def build_config(*, rounds: int = 3, seed: int = 0, review: bool = False, watche
         raise UserError(f"--device must be auto, cpu, cuda[:N] or mps, got {device!r}")
     if dtype not in DTYPES:  # otherwise the offline backends ignore it and a model backend fails mid-run
         raise UserError(f"--dtype must be {', '.join(DTYPES)}, got {dtype!r}")
+    thresholds = parse_pass_at(pass_at) if pass_at is not None else dict(DEFAULT_THRESHOLDS)
     if resolve:
         device = resolve_device(device)
         dtype = resolve_dtype(dtype, device)
     try:
         return RunConfig(rounds=rounds, seed=seed, review=review, watcher=watcher, renderer=renderer, critic=critic,
                          refiner=refiner, max_duration_s=max_duration, keep_original=keep_original,
-                         device=device, dtype=dtype, options=options)
+                         device=device, dtype=dtype, options=options, thresholds=thresholds)
     except ValidationError as exc:  # "--seed: Input should be ...", not pydantic's help-page footer
         raise UserError("; ".join(f"{_flag(e['loc'])}: {str(e['msg']).removeprefix('Value error, ')}"
                                   for e in exc.errors(include_url=False, include_input=False))) from None
 
 
 _FLAGS = {"max_duration_s": "--max-duration"}
+
+
+def parse_pass_at(text: str) -> dict[str, float]:
+    """``0.8`` (every dimension) or ``temporal=0.8,semantic=0.7`` (the others keep their defaults)."""
+    from contract.plan import DIMENSIONS
+
+    def score(value: str, what: str) -> float:
+        try:
+            v = float(value)
+        except ValueError:
+            raise UserError(f"--pass-at: {what} must be a number from 0 to 1, got {value.strip()!r}") from None
+        if not 0.0 <= v <= 1.0:  # NaN fails this too
+            raise UserError(f"--pass-at: {what} must be from 0 to 1, got {value.strip()}")
+        return v
+
+    text = text.strip()
+    if "=" not in text:
+        v = score(text, "the score")
+        return {d: v for d in DIMENSIONS}
+    out = dict(DEFAULT_THRESHOLDS)
+    for part in filter(None, (x.strip() for x in text.split(","))):
+        dim, sep, value = part.partition("=")
+        dim = dim.strip()
+        if not sep or dim not in DIMENSIONS:
+            raise UserError(f"--pass-at: {part!r} is not DIM=SCORE with DIM one of {', '.join(DIMENSIONS)}")
+        out[dim] = score(value, dim)
+    return out
 
 
 def _flag(loc: tuple) -> str:

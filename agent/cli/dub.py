@@ -8,9 +8,9 @@ from typing import Annotated, Optional
 import typer
 
 from agent.cli.common import (CfgScale, Critic, Db, Debug, Device, Dtype, Endpoint, Force, KeepOriginal, MaxDuration,
-                              MetaClip, Out, Progress, Refiner, Renderer, Review, Rounds, Seed, Steps, Synchformer, T5,
-                              Watcher, WatcherModel, Weights, build_config, err_console, free_path, renderer_options,
-                              report, writable_store)
+                              MetaClip, Out, PassAt, Progress, Refiner, Renderer, Review, Rounds, Seed, Steps,
+                              Synchformer, T5, Watcher, WatcherModel, Weights, build_config, err_console, free_path,
+                              renderer_options, report, writable_store)
 from agent.cli.process import settle_gc
 from contract.errors import UserError
 
@@ -48,7 +48,7 @@ def dub(ctx: typer.Context,
         renderer: Renderer = "offline", weights: Weights = None, critic: Critic = None, refiner: Refiner = None,
         max_duration: MaxDuration = 600.0, keep_original: KeepOriginal = "drop", device: Device = "auto",
         dtype: Dtype = "auto", steps: Steps = None, cfg_scale: CfgScale = None, metaclip: MetaClip = None,
-        t5: T5 = None, synchformer: Synchformer = None,
+        t5: T5 = None, synchformer: Synchformer = None, pass_at: PassAt = None,
         segment_s: Annotated[Optional[float], typer.Option(
             "--segment-s", help="Longest render window (s) of a long or multi-shot video's segments (default 30; "
                                 "a renderer with a shorter window, e.g. ThinkSound's 9 s, caps it); 0 = one window")
@@ -59,7 +59,8 @@ def dub(ctx: typer.Context,
     cfg = build_config(rounds=rounds, seed=seed, review=review, watcher=watcher, watcher_model=watcher_model,
                        endpoint=endpoint, renderer=renderer, critic=critic, refiner=refiner,
                        max_duration=max_duration, keep_original=keep_original, device=device, dtype=dtype,
-                       renderer_opts=renderer_options(weights, steps, cfg_scale, metaclip, t5, synchformer))
+                       renderer_opts=renderer_options(weights, steps, cfg_scale, metaclip, t5, synchformer),
+                       pass_at=pass_at)
     if segment_s is not None:
         cfg.options["segments"] = segment_options(segment_s)
     path = resolve_video(video)

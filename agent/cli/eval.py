@@ -15,7 +15,7 @@ from typing import Optional, Tuple
 import typer
 from rich.table import Table
 
-from agent.cli.common import (Db, Debug, Device, Dtype, Endpoint, KeepOriginal, MaxDuration, MetaClip, Refiner,
+from agent.cli.common import (Db, Debug, Device, Dtype, Endpoint, KeepOriginal, MaxDuration, MetaClip, PassAt, Refiner,
                               Renderer, Rounds, Seed, Steps, T5, Watcher, WatcherModel, Weights, build_config,
                               err_console, out_console, renderer_options, store)
 from contract.errors import UserError
@@ -79,7 +79,7 @@ def eval_cmd(
         aesthetics: Optional[str] = typer.Option(None, "--aesthetics", help="Audiobox Aesthetics folder or hub "
                                                  "id (default facebook/audiobox-aesthetics)"),
         no_progress: bool = typer.Option(False, "--no-progress", help="No progress bars"),
-        db: Db = None, debug: Debug = False):
+        pass_at: PassAt = None, db: Db = None, debug: Debug = False):
     """Dub every clip of a corpus and measure single shot (round 0) vs loop (kept round) independently."""
     from agent import evals
 
@@ -106,7 +106,8 @@ def eval_cmd(
         cfg = build_config(rounds=rounds, seed=seed, watcher=watcher, watcher_model=watcher_model, endpoint=endpoint,
                            renderer=renderer, critic=critic, refiner=refiner, max_duration=max_duration,
                            keep_original=keep_original, device=device, dtype=dtype,
-                           renderer_opts=renderer_options(weights, steps, None, metaclip, t5, synchformer))
+                           renderer_opts=renderer_options(weights, steps, None, metaclip, t5, synchformer),
+                       pass_at=pass_at)
         verifier = {k: v for k, v in (("synchformer", _abs(synchformer)), ("clap", _abs(clap)),
                                       ("aesthetics", _abs(aesthetics))) if v}
         if verifier:
