@@ -155,47 +155,28 @@ def video_key(video: Path) -> str:
     return hashlib.sha256(f"{Path(video).resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
 
 
-def own_span(s: seg.Segment) -> tuple[float, float]:
-    """The segment's own span [lo, hi) in its render's time: what the critic judges (the rolls are neighbours')."""
-    lo = max(0.0, s.start_s - s.render_start_s)
-    return lo, max(lo, min(round(s.render_s, 6), s.end_s - s.render_start_s))
-
-
-def own_proxy_path(proxy: Path, lo: float, hi: float) -> Path:
-    return proxy.with_name(f"{proxy.stem}_own_{lo:.3f}_{hi:.3f}.mp4")
-
-
 def proxies(video: Path, info: VideoInfo, segments: Sequence[seg.Segment], cache_dir: Path) -> list[Proxy]:
-    """One low-resolution clip per segment window, and one per segment's own span where that is shorter (what the
-    critic judges), all written by one streaming decode (cached: a resumed run or a later round finds them). At
-    most the overlapping neighbours' encoders are open at once."""
+    """One low-resolution clip per segment window, all written by one streaming decode (cached: a resumed run or a
+    later round finds them). At most the overlapping neighbours' encoders are open at once."""
     folder = Path(cache_dir) / video_key(video)
     paths = [folder / f"{s.index:04d}_{s.render_start_s:.3f}_{s.render_end_s:.3f}.mp4" for s in segments]
     todo = {s.index: s for s, p in zip(segments, paths) if not p.exists()}
     if todo:
         folder.mkdir(parents=True, exist_ok=True)
         fps = min(PROXY_FPS, info.fps) if info.fps and info.fps > 0 else PROXY_FPS
-        grids: dict[str, FrameGrid] = {}
-        out: dict[str, tuple[int, Path]] = {}
-        for k, s in todo.items():
-            grids[f"w{k}"] = FrameGrid(fps, max_side=PROXY_MAX_SIDE, start_s=s.render_start_s, end_s=s.render_end_s)
-            out[f"w{k}"] = (k, paths[k])
-            lo, hi = own_span(s)
-            if lo > 1e-6 or hi < s.render_s - 1e-6:
-                grids[f"o{k}"] = FrameGrid(fps, max_side=PROXY_MAX_SIDE, start_s=s.render_start_s + lo,
-                                           end_s=s.render_start_s + hi)
-                out[f"o{k}"] = (k, own_proxy_path(paths[k], lo, hi))
-        open_: dict[str, _Encoder] = {}
+        grids = {str(k): FrameGrid(fps, max_side=PROXY_MAX_SIDE, start_s=s.render_start_s, end_s=s.render_end_s)
+                 for k, s in todo.items()}
+        open_: dict[int, _Encoder] = {}
         try:
             for name, _, img in media.stream_frames(video, grids):
-                k, path = out[name]
-                if name not in open_:
-                    for j in [j for j in open_ if out[j][0] < k - 1]:
-                        open_.pop(j).close(out[j][1])
-                    open_[name] = _Encoder(path, fps, img)
-                open_[name].add(img)
+                k = int(name)
+                if k not in open_:
+                    for j in [j for j in open_ if j < k - 1]:
+                        open_.pop(j).close(paths[j])
+                    open_[k] = _Encoder(paths[k], fps, img)
+                open_[k].add(img)
             for j in sorted(open_):
-                open_.pop(j).close(out[j][1])
+                open_.pop(j).close(paths[j])
         finally:
             for enc in open_.values():
                 enc.abort()
@@ -511,7 +492,8 @@ def _critique_own_span(critic: Any, sub: Plan, s: "seg.Segment", audio: Path, sr
     them), so a neighbour's contact or a crossfade must not score here. The audio, the proxy and the plan are cut
     to the span; hint times come back in the segment plan's time (render start = 0), which its refiner edits."""
     video, vinfo = sr.proxy(s.index)
-    lo, hi = own_span(s)
+    lo = max(0.0, s.start_s - s.render_start_s)
+    hi = max(lo, min(sub.duration_s, s.end_s - s.render_start_s))
     if lo <= 1e-6 and hi >= sub.duration_s - 1e-6:
         return critic.critique(sub, audio, video, vinfo)
     own_audio = sr.cache_dir / f"{key}.own.wav"
@@ -546,9 +528,8 @@ def _own_plan(sub: Plan, lo: float, hi: float) -> Plan:
 
 
 def _own_proxy(video: Path, vinfo: VideoInfo | None, lo: float, hi: float) -> tuple[Path, VideoInfo]:
-    """The segment proxy cut to [lo, hi): written by the decode that wrote the proxies (``proxies``); else (a
-    proxy cached before that) cut from the proxy, one more pass over a small low-resolution clip."""
-    path = own_proxy_path(video, lo, hi)
+    """The segment proxy cut to [lo, hi) (cached beside it): one more pass over a small low-resolution clip."""
+    path = video.with_name(f"{video.stem}_own_{lo:.3f}_{hi:.3f}.mp4")
     if not path.exists():
         fps = vinfo.fps if vinfo is not None and vinfo.fps and vinfo.fps > 0 else PROXY_FPS
         enc = None

@@ -489,34 +489,3 @@ def test_a_segment_is_judged_on_its_own_span_not_its_rolls(tmp_path):
     assert [x[1] for x in seen] == pytest.approx([s.end_s - s.start_s for s in parts], abs=0.02)
     assert "hit" in seen[0][2] and "hit" not in seen[1][2]
     assert [p.findings[0].hint["time_s"] for p in crit.segments] == pytest.approx([1.0 + x for x in lo])
-
-
-def test_own_span_proxies_come_from_the_one_proxy_decode(tmp_path, monkeypatch):
-    """The critic's own-span clips are written by the decode that writes the segment proxies: judging a segment
-    decodes nothing more, and each clip shows the segment's own span only."""
-    from store.media import probe
-    from store.synthetic import make_impact_clip
-    from tests.helpers import DecodeCounter
-
-    clip = make_impact_clip(tmp_path / "v.mp4", duration_s=12.0, impacts=(2.0, 7.0), size=(64, 36))
-    info = probe(clip.path)
-    parts = cs.split(12.0, [6.0], 8.0, cues=["a", "b"])
-    events = [Event(id=f"bed{i}", label="wind", kind="ambience", start_s=6.0 * i, end_s=6.0 * (i + 1),
-                    gain_db=-20.0) for i in range(2)]
-    plan = _plan(12.0, events, parts)
-    run = S.prepare(plan, clip.path, info, tmp_path / "cache")
-    S.render(CountingRenderer(), plan, 0, tmp_path / "r0.wav", run)
-    seen = []
-
-    class Recording:
-        name, version = "recording", "1"
-
-        def critique(self, plan, audio, video, info):
-            seen.append((Path(video).name, info.duration_s))
-            return Critique(scores={"semantic": 0.9, "temporal": 0.9, "aesthetic": 0.9, "spatial": 0.9})
-
-    counter = DecodeCounter(monkeypatch)
-    S.critique(Recording(), CountingRenderer(), plan, 0, run)
-    assert [o for o in counter.opens if o["frames"] and not o["probe"]] == []  # no proxy decoded again
-    assert all("_own_" in name for name, _ in seen)
-    assert [d for _, d in seen] == pytest.approx([s.end_s - s.start_s for s in parts], abs=0.25)
