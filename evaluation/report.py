@@ -91,9 +91,13 @@ def _not_kept(scored: Sequence[dict]) -> dict:
     than round 0 on the reference measures? Many "yes" would say the keep rule turns down rounds that help."""
     rows = [c for c in scored if (c.get("not_kept") or {}).get("no_worse") is not None]
     n = sum(bool(c["not_kept"]["no_worse"]) for c in rows)
+    noisy = [c for c in rows if c["not_kept"].get("no_worse_noise") is not None]  # none before the tolerances
+    n_noisy = sum(bool(c["not_kept"]["no_worse_noise"]) for c in noisy)
     return {"n": n, "of": len(rows), "share": n / len(rows) if rows else None,
+            "within_noise": {"n": n_noisy, "of": len(noisy), "share": n_noisy / len(noisy) if noisy else None},
             "clips": {c["name"]: {k: c["not_kept"].get(k) for k in ("round_index", "no_worse", "better", "worse",
-                                                                       "worse_on")} for c in rows}}
+                                                                       "worse_on", "no_worse_noise",
+                                                                       "worse_on_noise")} for c in rows}}
 
 
 # ---------------------------------------------------------------------------------------------------- markdown
@@ -129,6 +133,7 @@ def markdown(header: dict, clips: Sequence[dict], summary: dict) -> str:
     lnw = summary.get("later_no_worse") or {"n": 0, "of": 0, "share": None}
     noise = summary.get("later_no_worse_noise")  # None in a summary written before the tolerances
     nk = summary.get("not_kept_no_worse") or {"n": 0, "of": 0, "share": None, "clips": {}}
+    nkn = nk.get("within_noise") or {"n": 0, "of": 0, "share": None}
     pct = lambda s: "—" if s is None else f"{100 * s:.0f} %"  # noqa: E731
     lines = [f"# foleyloop evaluation `{header['eval_id']}`", ""]
     lines += [f"- corpus: `{header['corpus_path']}` ({header['corpus_kind']}, {summary['n_clips']} clips, sha256 "
@@ -146,8 +151,12 @@ def markdown(header: dict, clips: Sequence[dict], summary: dict) -> str:
               _noise_line(noise, pct),
               f"- runs with a later round the loop did not keep: the best of those no worse than round 0 on every "
               f"reference measure in {nk['n']} of {nk['of']} ({pct(nk['share'])})"
+              + (f", within the seed noise in {nkn['n']} of {nkn['of']} ({pct(nkn['share'])})" if nkn["of"] else "")
               + ("; " + ", ".join(f"{_cell(name)} r{v['round_index']}: worse on "
-                                  f"{', '.join(v['worse_on']) or 'nothing'}" for name, v in nk["clips"].items())
+                                  f"{', '.join(v['worse_on']) or 'nothing'}"
+                                  + (f" (beyond noise: {', '.join(v['worse_on_noise']) or 'nothing'})"
+                                     if v.get("worse_on_noise") is not None else "")
+                                  for name, v in nk["clips"].items())
                  if nk["clips"] else ""),
               f"- CLAP caption: {header.get('clap_caption_rule', '')}", ""]
     if summary["model_missing"]:

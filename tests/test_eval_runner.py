@@ -419,6 +419,18 @@ def test_report_counts_no_worse_within_noise_and_renders_evaluations_without_it(
     # b: worse strictly (on xcorr_max), no worse within the noise
     assert "| b | g | — | — | 1 | — → — | — | — | — | no | xcorr_max | yes | — |" in md
 
+    # the best later round the loop turned down, judged the same two ways
+    clips[0]["not_kept"] = {"round_index": 1, "no_worse": False, "worse_on": ["xcorr_max", "control_margin"],
+                            "no_worse_noise": False, "worse_on_noise": ["xcorr_max"]}
+    clips[3]["not_kept"] = {"round_index": 2, "no_worse": False, "worse_on": ["logmel_profile_r"],
+                            "no_worse_noise": True, "worse_on_noise": []}
+    summary = report.summarise(clips)
+    assert summary["not_kept_no_worse"]["within_noise"] == {"n": 1, "of": 2, "share": 0.5}
+    assert ("did not keep: the best of those no worse than round 0 on every reference measure in 0 of 2 (0 %), "
+            "within the seed noise in 1 of 2 (50 %); a r1: worse on xcorr_max, control_margin (beyond noise: "
+            "xcorr_max), d r2: worse on logmel_profile_r (beyond noise: nothing)") in report.markdown(header, clips,
+                                                                                                  summary)
+
     old = [clip("a", False, True, None), clip("b", True, False, None)]
     summary = report.summarise(old)
     assert summary["later_no_worse_noise"]["of"] == 0 and summary["later_no_worse_noise"]["missing"] == 1
@@ -427,6 +439,30 @@ def test_report_counts_no_worse_within_noise_and_renders_evaluations_without_it(
         assert ("kept round no worse than round 0 within the measures' seed noise (no measure falls by more than two "
                 "renders of one plan differ): not recorded (an evaluation made before the noise tolerances)") in md
         assert "| b | g | — | — | 1 | — → — | — | — | — | no | xcorr_max | — | — |" in md
+
+
+def test_a_clip_is_judged_strictly_and_within_the_seed_noise(store):
+    """What ``_finish_clip`` stores: both verdicts on the kept round and on the best round the loop turned down."""
+    from agent import evals
+
+    tol = measures.NOISE_TOLERANCE
+    r0 = {"xcorr_max": 0.19, "logmel_profile_r": 0.92, "round_index": 0}
+    kept = {"xcorr_max": 0.19 - tol["xcorr_max"] / 2, "logmel_profile_r": 0.92, "round_index": 1}
+    unkept = {"xcorr_max": 0.19 - 2 * tol["xcorr_max"], "logmel_profile_r": 0.92 - tol["logmel_profile_r"] / 2,
+              "round_index": 2, "critic_overall": 0.5}
+    ev = E.create_eval(store, [{"name": "c"}], corpus_path="/c", corpus_hash="h", code_version="v")
+    (row,) = E.clips(store, ev.id)
+    E.update_clip(store, row.id, status="dubbed", kept_later=True, kept_index=1,
+                  metrics_json={"round0": r0, "kept": kept, "not_kept": unkept})
+    evals._finish_clip(store, E.clips(store, ev.id)[0])
+    (row,) = E.clips(store, ev.id)
+    m, rec = row.metrics(), E.clip_record(row)
+    assert row.status == "scored" and row.no_worse is False and m["comparison"]["worse_on"] == ["xcorr_max"]
+    assert rec["no_worse_noise"] is True and rec["no_worse_noise_counts"]["worse_on"] == []
+    assert rec["no_worse_noise_counts"]["tolerance"] == tol
+    nk = rec["not_kept"]
+    assert nk["worse_on"] == ["xcorr_max", "logmel_profile_r"] and nk["no_worse"] is False
+    assert nk["worse_on_noise"] == ["xcorr_max"] and nk["no_worse_noise"] is False
 
 
 def test_the_best_round_the_loop_did_not_keep_is_found(store, fake_backends, tmp_path, monkeypatch):
