@@ -10,8 +10,8 @@ sound designer would call that a design change) and each render is measured agai
 evaluation's own ``evaluation.measures.reference_metrics`` (the cross-clip control included). Reported per
 reference measure: median, 90th percentile and max of |Δ| over every seed pair of every clip, and the suggested
 tolerance (the 90th percentile rounded up at the measure's display precision). ``evaluation.measures.
-NOISE_TOLERANCE`` holds these. A kept later round has another seed as well as another plan (the refiner adds one
-per round), so this noise is part of every kept-vs-round-0 comparison.
+NOISE_TOLERANCE`` holds these. (The offline refiner keeps the seed, so a kept round's untouched events keep their
+takes; a seed pair moves every event's take, so these figures bound what take changes alone do to a measure.)
 
 ``--rejudge EVAL_DB``: for each clip of an evaluation there (``--eval``, default the last) whose run kept a later
 round, every reference measure that fell: by how much, against the tolerance just measured — beyond noise or not.
