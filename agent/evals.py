@@ -390,10 +390,16 @@ def _finish_clip(store: Store, row: EvalClip) -> None:
     m = row.metrics()
     verdict, counts = measures.no_worse(m.get("round0") or {}, m.get("kept") or {})
     m["comparison"] = counts
+    # the same comparison where a fall within the measure's seed noise is a tie (the strict one stays the verdict)
+    v, c = measures.no_worse_within_noise(m.get("round0") or {}, m.get("kept") or {})
+    m["comparison_noise"] = c | {"no_worse": v}
     if m.get("not_kept"):  # reference measures only: the model passes score round 0 and the kept round
         v, c = measures.no_worse(m.get("round0") or {}, m["not_kept"], measures.REFERENCE_DIRECTIONAL)
+        vn, cn = measures.no_worse(m.get("round0") or {}, m["not_kept"], measures.REFERENCE_DIRECTIONAL,
+                                   measures.NOISE_TOLERANCE)
         m["not_kept_comparison"] = c | {"no_worse": v, "round_index": m["not_kept"]["round_index"],
-                                        "critic_overall": m["not_kept"]["critic_overall"]}
+                                        "critic_overall": m["not_kept"]["critic_overall"],
+                                        "no_worse_noise": vn, "worse_on_noise": cn["worse_on"]}
     E.update_clip(store, row.id, status="scored", no_worse=verdict, metrics_json=m)
 
 

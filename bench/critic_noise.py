@@ -29,6 +29,21 @@ from contract.plan import DIMENSIONS, Plan  # noqa: E402
 from store.db import Store  # noqa: E402
 
 
+def add_pair_diffs(diffs: dict[str, list[float]], samples: list[dict]) -> None:
+    """Append |x[k] − y[k]| of every pair of ``samples`` (the same thing measured under other seeds) to
+    ``diffs[k]``, for each key of ``diffs`` both of the pair have."""
+    for x, y in itertools.combinations(samples, 2):
+        for k, out in diffs.items():
+            if x.get(k) is not None and y.get(k) is not None:
+                out.append(abs(float(x[k]) - float(y[k])))
+
+
+def spread(diffs: dict[str, list[float]]) -> dict[str, dict]:
+    """Per key: how many pair differences, their median, 90th percentile and max (keys with none left out)."""
+    return {k: {"n": len(v), "median": float(np.median(v)), "p90": float(np.percentile(v, 90)),
+                "max": float(np.max(v))} for k, v in diffs.items() if v}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--db", type=Path, required=True)
@@ -36,8 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
     store = Store(a.db)
-    keys = (*DIMENSIONS, "overall")
-    diffs: dict[str, list[float]] = {k: [] for k in keys}
+    diffs: dict[str, list[float]] = {k: [] for k in (*DIMENSIONS, "overall")}
     clips = {}
     with tempfile.TemporaryDirectory() as tmp:
         for run in store.list_runs():
@@ -54,12 +68,8 @@ def main(argv: list[str] | None = None) -> int:
                 c = critic.critique(plan, out, video, None)
                 scores.append(dict(c.scores, overall=c.overall))
             clips[video.name] = scores
-            for x, y in itertools.combinations(scores, 2):
-                for k in keys:
-                    if x[k] is not None and y[k] is not None:
-                        diffs[k].append(abs(x[k] - y[k]))
-    stats = {k: {"n": len(v), "median": float(np.median(v)), "p90": float(np.percentile(v, 90)),
-                 "max": float(np.max(v))} for k, v in diffs.items() if v}
+            add_pair_diffs(diffs, scores)
+    stats = spread(diffs)
     if a.json:
         print(json.dumps({"stats": stats, "clips": clips}, indent=2))
     else:

@@ -3,7 +3,8 @@ chance level and the cross-clip control beside each score, group means) and PNG 
 vs loop; the critic's score per round).
 
 Input is plain dicts, one per clip: ``name, group, status, error, run_id, kept_index, kept_later, no_worse,
-no_worse_counts, metrics {"round0": {...}, "kept": {...}}, critic [{"index", "overall", "scores"}]``.
+no_worse_counts, no_worse_noise, no_worse_noise_counts, metrics {"round0": {...}, "kept": {...}}, critic
+[{"index", "overall", "scores"}]`` (``no_worse_noise*`` absent or None in evaluations older than the tolerances).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import math
 from pathlib import Path
 from typing import Sequence
 
-from evaluation.measures import CONDITIONS, DIRECTIONAL, MEASURES, Measure, mean_or_none
+from evaluation.measures import BY_KEY, CONDITIONS, DIRECTIONAL, MEASURES, Measure, mean_or_none
 
 MODEL_FAMILIES = {"desync_s": "DeSync (Synchformer)", "clap": "CLAP",
                   "aes_PQ": "Audiobox Aesthetics", "aes_PC": "Audiobox Aesthetics", "aes_CE": "Audiobox Aesthetics",
@@ -65,6 +66,7 @@ def summarise(clips: Sequence[dict]) -> dict:
                            "share": (sum(bool(c["no_worse"]) for c in later_verdicts) / len(later_verdicts))
                            if later_verdicts else None,
                            "clips": [c["name"] for c in later_verdicts]},
+        "later_no_worse_noise": _later_within_noise(later),
         "not_kept_no_worse": _not_kept(scored),
         "groups": {g: {"clips": [c["name"] for c in cs], "mean": _means(cs)} for g, cs in sorted(groups.items())},
         "overall": {"mean": _means(scored)},
@@ -72,14 +74,30 @@ def summarise(clips: Sequence[dict]) -> dict:
     }
 
 
+def _later_within_noise(later: Sequence[dict]) -> dict:
+    """Of the runs that kept a later round, how many kept one no worse within the measures' seed noise, over those
+    that carry that verdict (an evaluation recorded before the tolerances has none: ``of`` 0, ``missing`` > 0)."""
+    kept = [c for c in later if c.get("kept_later")]
+    rows = [c for c in kept if c.get("no_worse_noise") is not None]
+    n = sum(bool(c["no_worse_noise"]) for c in rows)
+    tol = next(((c.get("no_worse_noise_counts") or {}).get("tolerance") for c in rows
+                if (c.get("no_worse_noise_counts") or {}).get("tolerance")), None)
+    return {"n": n, "of": len(rows), "share": n / len(rows) if rows else None, "clips": [c["name"] for c in rows],
+            "missing": sum(c.get("no_worse_noise_counts") is None for c in kept), "tolerance": tol}
+
+
 def _not_kept(scored: Sequence[dict]) -> dict:
     """Runs with a later round the loop did not keep: would the best of those (by the critic) have been no worse
     than round 0 on the reference measures? Many "yes" would say the keep rule turns down rounds that help."""
     rows = [c for c in scored if (c.get("not_kept") or {}).get("no_worse") is not None]
     n = sum(bool(c["not_kept"]["no_worse"]) for c in rows)
+    noisy = [c for c in rows if c["not_kept"].get("no_worse_noise") is not None]  # none before the tolerances
+    n_noisy = sum(bool(c["not_kept"]["no_worse_noise"]) for c in noisy)
     return {"n": n, "of": len(rows), "share": n / len(rows) if rows else None,
+            "within_noise": {"n": n_noisy, "of": len(noisy), "share": n_noisy / len(noisy) if noisy else None},
             "clips": {c["name"]: {k: c["not_kept"].get(k) for k in ("round_index", "no_worse", "better", "worse",
-                                                                       "worse_on")} for c in rows}}
+                                                                       "worse_on", "no_worse_noise",
+                                                                       "worse_on_noise")} for c in rows}}
 
 
 # ---------------------------------------------------------------------------------------------------- markdown
@@ -113,7 +131,9 @@ def markdown(header: dict, clips: Sequence[dict], summary: dict) -> str:
     cols = _columns(scored)
     kl, nw = summary["kept_later"], summary["no_worse"]
     lnw = summary.get("later_no_worse") or {"n": 0, "of": 0, "share": None}
+    noise = summary.get("later_no_worse_noise")  # None in a summary written before the tolerances
     nk = summary.get("not_kept_no_worse") or {"n": 0, "of": 0, "share": None, "clips": {}}
+    nkn = nk.get("within_noise") or {"n": 0, "of": 0, "share": None}
     pct = lambda s: "—" if s is None else f"{100 * s:.0f} %"  # noqa: E731
     lines = [f"# foleyloop evaluation `{header['eval_id']}`", ""]
     lines += [f"- corpus: `{header['corpus_path']}` ({header['corpus_kind']}, {summary['n_clips']} clips, sha256 "
@@ -128,10 +148,15 @@ def markdown(header: dict, clips: Sequence[dict], summary: dict) -> str:
               f"{nw['of']} ({pct(nw['share'])})",
               f"- of the runs that kept a later round, kept round no worse than round 0 on every independent measure: "
               f"{lnw['n']} of {lnw['of']} ({pct(lnw['share'])})",
+              _noise_line(noise, pct),
               f"- runs with a later round the loop did not keep: the best of those no worse than round 0 on every "
               f"reference measure in {nk['n']} of {nk['of']} ({pct(nk['share'])})"
+              + (f", within the seed noise in {nkn['n']} of {nkn['of']} ({pct(nkn['share'])})" if nkn["of"] else "")
               + ("; " + ", ".join(f"{_cell(name)} r{v['round_index']}: worse on "
-                                  f"{', '.join(v['worse_on']) or 'nothing'}" for name, v in nk["clips"].items())
+                                  f"{', '.join(v['worse_on']) or 'nothing'}"
+                                  + (f" (beyond noise: {', '.join(v['worse_on_noise']) or 'nothing'})"
+                                     if v.get("worse_on_noise") is not None else "")
+                                  for name, v in nk["clips"].items())
                  if nk["clips"] else ""),
               f"- CLAP caption: {header.get('clap_caption_rule', '')}", ""]
     if summary["model_missing"]:
@@ -167,20 +192,34 @@ def markdown(header: dict, clips: Sequence[dict], summary: dict) -> str:
                   row(f"**all ({len(scored)})**", "", "loop", summary["overall"]["mean"]["kept"], mean=True), ""]
         lines += ["## loop vs single shot, per clip", "",
                   "| clip | group | rounds | stop | kept round | critic r0 → kept | better | worse | tied | no worse "
-                  "| worse on |",
-                  "| --- | --- | ---: | --- | ---: | --- | ---: | ---: | ---: | --- | --- |"]
+                  "| worse on | no worse within noise | worse beyond noise on |",
+                  "| --- | --- | ---: | --- | ---: | --- | ---: | ---: | ---: | --- | --- | --- | --- |"]
         for c in scored:
             k = c.get("no_worse_counts") or {}
+            kn = c.get("no_worse_noise_counts") or {}
             crit = {r["index"]: r.get("overall") for r in c.get("critic") or []}
             lines.append(f"| {_cell(c['name'])} | {_cell(c.get('group') or '')} | {c.get('n_rounds', '—')} | "
                          f"{_cell(c.get('stop_reason') or '—')} | {c.get('kept_index')} | "
                          f"{_fmt(crit.get(0))} → {_fmt(crit.get(c.get('kept_index')))} | {k.get('better', '—')} | "
                          f"{k.get('worse', '—')} | {k.get('tied', '—')} | {_fmt(c.get('no_worse'))} | "
-                         f"{', '.join(k.get('worse_on') or []) or '—'} |")
+                         f"{', '.join(k.get('worse_on') or []) or '—'} | {_fmt(c.get('no_worse_noise'))} | "
+                         f"{', '.join(kn.get('worse_on') or []) or '—'} |")
         lines.append("")
     lines += [f"Plots: `{PLOT_METRICS}` (per-clip measures, single shot vs loop), `{PLOT_CRITIC}` (critic overall "
               "score per round).", ""]
     return "\n".join(lines)
+
+
+def _noise_line(noise: dict | None, pct) -> str:
+    head = ("- of the runs that kept a later round, kept round no worse than round 0 within the measures' seed noise "
+            "(no measure falls by more than two renders of one plan differ): ")
+    if noise is None or (not noise.get("of") and noise.get("missing")):
+        return head + "not recorded (an evaluation made before the noise tolerances)"
+    tol = noise.get("tolerance") or {}
+    by = ", ".join(f"{BY_KEY[k].label} {v:g}" for k, v in tol.items() if k in BY_KEY)
+    return (head + f"{noise['n']} of {noise['of']} ({pct(noise['share'])})"
+            + (f" ({noise['missing']} not recorded)" if noise.get("missing") else "")
+            + (f"; tolerances: {by}" if by else ""))
 
 
 # ------------------------------------------------------------------------------------------------------- plots

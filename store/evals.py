@@ -95,6 +95,9 @@ def clip_record(row: EvalClip) -> dict:
     return {"name": row.name, "group": row.content_group, "status": row.status, "error": row.error,
             "run_id": row.run_id, "round0_id": row.round0_id, "kept_id": row.kept_id, "kept_index": row.kept_index,
             "kept_later": row.kept_later, "no_worse": row.no_worse, "no_worse_counts": m.get("comparison"),
+            # within the measures' seed noise; None for an evaluation recorded before the tolerances existed
+            "no_worse_noise": (m.get("comparison_noise") or {}).get("no_worse"),
+            "no_worse_noise_counts": m.get("comparison_noise"),
             "not_kept": m.get("not_kept_comparison"),  # the best later round the loop did not keep, vs round 0
             "stop_reason": (m.get("run") or {}).get("stop_reason"), "n_rounds": (m.get("run") or {}).get("n_rounds"),
             "metrics": {c: m.get(c) or {} for c in CONDITIONS}, "critic": row.critic(),

@@ -116,3 +116,44 @@ def test_compare_is_flat_and_aligns_rates():
     assert out["rms_r_1000ms"] > 0.99 and out["gen_dropouts"] == []
     for k, v in out.items():
         assert v is None or isinstance(v, (int, float, str, list)), k
+
+
+# ---- the loop's verdict: strict, and within the measures' seed noise ------------------------------------------
+
+def test_a_fall_within_the_seed_noise_is_worse_strictly_but_not_within_noise():
+    """Issue 9: re-rendering one plan with another seed already moves every reference measure, so a fall no larger
+    than that noise must not make a kept round "worse" — while the strict verdict stays as it was."""
+    from evaluation import measures as ms
+
+    tol = ms.NOISE_TOLERANCE
+    assert all(tol[m.key] >= 0 for m in ms.REFERENCE_DIRECTIONAL) and tol["xcorr_max"] > 0
+    r0 = {"xcorr_max": 0.19, "logmel_profile_r": 0.92, "control_rank": 3, "onset_f1": 0.4}
+    # xcorr falls by half its tolerance, the rank worsens by one, log-mel r rises by half its tolerance
+    kept = {"xcorr_max": 0.19 - tol["xcorr_max"] / 2, "logmel_profile_r": 0.92 + tol["logmel_profile_r"] / 2,
+            "control_rank": 4, "onset_f1": 0.4}
+    strict, counts = ms.no_worse(r0, kept)
+    assert strict is False and counts["worse_on"] == ["xcorr_max", "control_rank"] and counts["better"] == 1
+    noisy, ncounts = ms.no_worse_within_noise(r0, kept)
+    assert noisy is True and ncounts["worse_on"] == [] and (ncounts["better"], ncounts["tied"]) == (0, 4)
+    assert ncounts["tolerance"] == tol  # the verdict says which tolerances it used
+
+    # a fall beyond the tolerance is worse either way
+    beyond = dict(kept, xcorr_max=0.19 - 1.5 * tol["xcorr_max"])
+    assert ms.no_worse(r0, beyond)[0] is False
+    noisy, ncounts = ms.no_worse_within_noise(r0, beyond)
+    assert noisy is False and ncounts["worse_on"] == ["xcorr_max"]
+    # a lower-is-better measure: a rank two places worse is within its (whole-rank) tolerance, three is not
+    assert ms.no_worse_within_noise({"control_rank": 3}, {"control_rank": 3 + tol["control_rank"]})[0] is True
+    assert ms.no_worse_within_noise({"control_rank": 3}, {"control_rank": 4 + tol["control_rank"]})[0] is False
+
+
+def test_measures_without_a_measured_noise_stay_strict():
+    from evaluation import measures as ms
+
+    assert "clap" not in ms.NOISE_TOLERANCE and ms.NOISE_TOLERANCE["gen_dropout_s"] == 0.0
+    assert ms.no_worse_within_noise({"clap": 0.30}, {"clap": 0.299})[0] is False  # a model measure
+    assert ms.no_worse_within_noise({"gen_dropout_s": 0.0}, {"gen_dropout_s": 0.5})[0] is False
+    assert ms.no_worse_within_noise({"clap": 0.30}, {"clap": 0.30 + 1e-7})[0] is True  # still within TIE_EPS
+    # any tolerances can be given to the strict function
+    assert ms.no_worse({"clap": 0.30}, {"clap": 0.29}, tolerance={"clap": 0.02})[0] is True
+    assert ms.no_worse({}, {})[0] is None and ms.no_worse_within_noise({}, {})[0] is None

@@ -16,7 +16,7 @@ import pytest
 from agent import backends
 from agent.cli import main
 from evaluation import manifest as M
-from evaluation import metrics
+from evaluation import measures, metrics
 from store import evals as E
 from store.db import Store
 from store.media import probe, read_audio
@@ -150,7 +150,8 @@ def test_eval_end_to_end_on_two_clips(corpus, tmp_path, fake_backends, capsys):
     t = time.perf_counter()
     assert main(["--db", str(db), "eval", str(corpus), "--out-dir", str(out), *FAKE_EVAL]) == 0
     assert time.perf_counter() - t < 60
-    assert "2/2 clips scored" in capsys.readouterr().out
+    out_text = capsys.readouterr().out
+    assert "2/2 clips scored" in out_text
     for name in ("report.json", "report.md", "metrics_single_vs_loop.png", "critic_rounds.png"):
         assert (out / name).is_file(), name
     assert (out / "metrics_single_vs_loop.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -176,11 +177,20 @@ def test_eval_end_to_end_on_two_clips(corpus, tmp_path, fake_backends, capsys):
         assert [c["index"] for c in row.critic()] == [0, 1]
         counts = m["comparison"]
         assert row.no_worse is (counts["worse"] == 0) and counts["better"] + counts["worse"] + counts["tied"] >= 8
+        # beside it, the verdict within the measures' seed noise: never stricter than the strict one
+        noise = m["comparison_noise"]
+        assert noise["no_worse"] is (noise["worse"] == 0) and set(noise["worse_on"]) <= set(counts["worse_on"])
+        assert noise["tolerance"] == measures.NOISE_TOLERANCE and E.clip_record(row)["no_worse_noise"] is \
+            noise["no_worse"]
         for cond in ("round0", "kept"):
             assert m[cond]["clap"] is None and m[cond]["desync_s"] is None and m[cond]["aes_PQ"] is None
             assert m[cond]["clap_why"].startswith("unavailable: CLAP laion/larger_clap_general not found — ")
     md = (out / "report.md").read_text()
     assert "runs that kept a later round than round 0: 2 of 2 (100 %)" in md
+    n_noise = sum(bool(r.metrics()["comparison_noise"]["no_worse"]) for r in rows)
+    assert (f"kept round no worse than round 0 within the measures' seed noise (no measure falls by more than two "
+            f"renders of one plan differ): {n_noise} of 2 ") in md and "; tolerances: onset F1 0.083, " in md
+    assert f"of them no worse than round 0, {n_noise}/2 within the measures' seed noise" in out_text
     assert "- DeSync (Synchformer): unavailable: Synchformer liuhuadai/ThinkSound not found — " in md
     assert "- CLAP: unavailable: CLAP laion/larger_clap_general not found — " in md
     assert "- Audiobox Aesthetics: unavailable: Audiobox Aesthetics facebook/audiobox-aesthetics not found" in md
@@ -374,6 +384,85 @@ def test_report_counts_no_worse_over_the_runs_that_kept_a_later_round():
     assert none_later["later_no_worse"]["of"] == 0 and none_later["later_no_worse"]["share"] is None
     assert ("a later round, kept round no worse than round 0 on every independent measure: 0 of 0 (—)"
             in report.markdown(header, clips[:2], none_later))
+
+
+def test_report_counts_no_worse_within_noise_and_renders_evaluations_without_it():
+    """The noise-aware verdict is counted beside the strict one over the runs that kept a later round; an
+    evaluation recorded before the tolerances (no such field on its clips, none in its summary) still renders."""
+    from evaluation import report
+
+    tol = {"xcorr_max": 0.028, "control_rank": 2.0}
+
+    def clip(name, later, strict, noisy):
+        m = {"onset_f1": 0.5}
+        c = {"name": name, "group": "g", "status": "scored", "kept_index": 1 if later else 0, "kept_later": later,
+             "no_worse": strict, "no_worse_counts": {"worse_on": [] if strict else ["xcorr_max"]},
+             "metrics": {"round0": m, "kept": m}, "critic": []}
+        if noisy is not None:
+            c |= {"no_worse_noise": noisy, "no_worse_noise_counts": {"worse_on": [] if noisy else ["xcorr_max"],
+                                                                     "tolerance": tol}}
+        return c
+
+    clips = [clip("a", False, True, True), clip("b", True, False, True), clip("c", True, False, False),
+             clip("d", True, True, True)]
+    summary = report.summarise(clips)
+    assert summary["later_no_worse"]["n"] == 1 and summary["later_no_worse"]["of"] == 3
+    assert summary["later_no_worse_noise"] == {"n": 2, "of": 3, "share": 2 / 3, "clips": ["b", "c", "d"],
+                                               "missing": 0, "tolerance": tol}
+    header = {"eval_id": "e", "corpus_path": "c", "corpus_kind": "k", "corpus_hash": "0" * 64, "backends": "b",
+              "code_version": "v", "created_at": "t"}
+    md = report.markdown(header, clips, summary)
+    assert ("- of the runs that kept a later round, kept round no worse than round 0 within the measures' seed noise "
+            "(no measure falls by more than two renders of one plan differ): 2 of 3 (67 %); tolerances: env xcorr "
+            "0.028, ctl rank 2") in md
+    assert "| worse on | no worse within noise | worse beyond noise on |" in md
+    # b: worse strictly (on xcorr_max), no worse within the noise
+    assert "| b | g | — | — | 1 | — → — | — | — | — | no | xcorr_max | yes | — |" in md
+
+    # the best later round the loop turned down, judged the same two ways
+    clips[0]["not_kept"] = {"round_index": 1, "no_worse": False, "worse_on": ["xcorr_max", "control_margin"],
+                            "no_worse_noise": False, "worse_on_noise": ["xcorr_max"]}
+    clips[3]["not_kept"] = {"round_index": 2, "no_worse": False, "worse_on": ["logmel_profile_r"],
+                            "no_worse_noise": True, "worse_on_noise": []}
+    summary = report.summarise(clips)
+    assert summary["not_kept_no_worse"]["within_noise"] == {"n": 1, "of": 2, "share": 0.5}
+    assert ("did not keep: the best of those no worse than round 0 on every reference measure in 0 of 2 (0 %), "
+            "within the seed noise in 1 of 2 (50 %); a r1: worse on xcorr_max, control_margin (beyond noise: "
+            "xcorr_max), d r2: worse on logmel_profile_r (beyond noise: nothing)") in report.markdown(header, clips,
+                                                                                                  summary)
+
+    old = [clip("a", False, True, None), clip("b", True, False, None)]
+    summary = report.summarise(old)
+    assert summary["later_no_worse_noise"]["of"] == 0 and summary["later_no_worse_noise"]["missing"] == 1
+    for s in (summary, {k: v for k, v in summary.items() if k != "later_no_worse_noise"}):  # an old summary
+        md = report.markdown(header, old, s)
+        assert ("kept round no worse than round 0 within the measures' seed noise (no measure falls by more than two "
+                "renders of one plan differ): not recorded (an evaluation made before the noise tolerances)") in md
+        assert "| b | g | — | — | 1 | — → — | — | — | — | no | xcorr_max | — | — |" in md
+
+
+def test_a_clip_is_judged_strictly_and_within_the_seed_noise(store):
+    """What ``_finish_clip`` stores: both verdicts on the kept round and on the best round the loop turned down."""
+    from agent import evals
+
+    tol = measures.NOISE_TOLERANCE
+    r0 = {"xcorr_max": 0.19, "logmel_profile_r": 0.92, "round_index": 0}
+    kept = {"xcorr_max": 0.19 - tol["xcorr_max"] / 2, "logmel_profile_r": 0.92, "round_index": 1}
+    unkept = {"xcorr_max": 0.19 - 2 * tol["xcorr_max"], "logmel_profile_r": 0.92 - tol["logmel_profile_r"] / 2,
+              "round_index": 2, "critic_overall": 0.5}
+    ev = E.create_eval(store, [{"name": "c"}], corpus_path="/c", corpus_hash="h", code_version="v")
+    (row,) = E.clips(store, ev.id)
+    E.update_clip(store, row.id, status="dubbed", kept_later=True, kept_index=1,
+                  metrics_json={"round0": r0, "kept": kept, "not_kept": unkept})
+    evals._finish_clip(store, E.clips(store, ev.id)[0])
+    (row,) = E.clips(store, ev.id)
+    m, rec = row.metrics(), E.clip_record(row)
+    assert row.status == "scored" and row.no_worse is False and m["comparison"]["worse_on"] == ["xcorr_max"]
+    assert rec["no_worse_noise"] is True and rec["no_worse_noise_counts"]["worse_on"] == []
+    assert rec["no_worse_noise_counts"]["tolerance"] == tol
+    nk = rec["not_kept"]
+    assert nk["worse_on"] == ["xcorr_max", "logmel_profile_r"] and nk["no_worse"] is False
+    assert nk["worse_on_noise"] == ["xcorr_max"] and nk["no_worse_noise"] is False
 
 
 def test_the_best_round_the_loop_did_not_keep_is_found(store, fake_backends, tmp_path, monkeypatch):

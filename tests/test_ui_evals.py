@@ -28,12 +28,16 @@ def page(store: Store, monkeypatch) -> AppTest:
     return at
 
 
-def _eval(store: Store, values: dict, code: str, error_clip: str | None = None) -> str:
+def _eval(store: Store, values: dict, code: str, error_clip: str | None = None, noise: bool = False) -> str:
+    """``noise``: recorded with the verdict within the measures' seed noise (else as before the tolerances)."""
+    summary = {"n_scored": len(values), "failed": [], "kept_later": {"n": 1, "of": 2},
+               "no_worse": {"n": 2, "of": 2}, "later_no_worse": {"n": 0, "of": 1}}
+    if noise:
+        summary["later_no_worse_noise"] = {"n": 1, "of": 1, "share": 1.0}
     ev = E.create_eval(store, [{"name": n, "content_group": "foley"} for n in values], corpus_path="/c/manifest.json",
                        corpus_hash="abc", code_version=code,
                        config_json={"run": {"critic": "offline", "renderer": "offline", "rounds": 3}},
-                       summary_json={"n_scored": len(values), "failed": [], "kept_later": {"n": 1, "of": 2},
-                                     "no_worse": {"n": 2, "of": 2}, "later_no_worse": {"n": 0, "of": 1}})
+                       summary_json=summary)
     for row in E.clips(store, ev.id):
         run = store.create_run(video_path=f"/c/{row.name}.mp4", status="done")
         if row.name == error_clip:
@@ -43,8 +47,11 @@ def _eval(store: Store, values: dict, code: str, error_clip: str | None = None) 
         f1 = values[row.name]
         m = {"onset_f1": f1, "onset_f1_chance": 0.1, "desync_s": None,
              "desync_why": "unavailable: Synchformer liuhuadai/ThinkSound not found — copy it"}
+        metrics = {"round0": m, "kept": m}
+        if noise:
+            metrics["comparison_noise"] = {"no_worse": True, "worse_on": []}
         E.update_clip(store, row.id, status="scored", run_id=run.id, kept_index=0, kept_later=False, no_worse=True,
-                      metrics_json={"round0": m, "kept": m})
+                      metrics_json=metrics)
     return ev.id
 
 
@@ -55,15 +62,22 @@ def test_empty_database(store, monkeypatch):
 
 def test_list_clips_with_run_links_and_a_comparison(store, monkeypatch):
     a = _eval(store, {"x": 0.2, "y": 0.5, "z": 0.3}, "v1", error_clip="z")
-    b = _eval(store, {"x": 0.4, "y": 0.5, "z": 0.1}, "v2")
+    b = _eval(store, {"x": 0.4, "y": 0.5, "z": 0.1}, "v2", noise=True)
     at = page(store, monkeypatch)
     listing = frame(at, "eval", "corpus hash")
     assert set(listing["eval"]) == {a, b} and set(listing["code"]) == {"v1", "v2"}
     assert list(listing.loc[listing["eval"] == a, "kept later round"]) == ["1/2"]
     assert list(listing.loc[listing["eval"] == a, "kept later round no worse"]) == ["0/1"]
+    # within the measures' seed noise: counted where recorded, a dash for an evaluation older than the tolerances
+    assert list(listing.loc[listing["eval"] == b, "kept later round no worse within noise"]) == ["1/1"]
+    assert list(listing.loc[listing["eval"] == a, "kept later round no worse within noise"]) == ["—"]
+
+    at.selectbox(key="evals:one").set_value(b).run()
+    assert list(frame(at, "clip", "run", "error")["no worse within noise"]) == [True, True, True]
 
     at.selectbox(key="evals:one").set_value(a).run()
     clips = frame(at, "clip", "run", "error")
+    assert "no worse within noise" not in clips.columns  # an old evaluation: no column of dashes
     assert list(clips["clip"]) == ["x", "y", "z"] and list(clips["status"]) == ["scored", "scored", "failed"]
     runs = {r.video_path: r.id for r in store.list_runs(limit=10)}
     assert clips.loc[0, "run"] == f"/run?run={runs['/c/x.mp4']}"

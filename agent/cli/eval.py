@@ -118,10 +118,12 @@ def eval_cmd(
     summary = evals.run(st, ev.id, opts, log=lambda m: err_console.print(m, markup=False, highlight=False))
     kl, nw = summary["kept_later"], summary["no_worse"]
     lnw = summary.get("later_no_worse") or {"n": 0, "of": 0}
+    noise = summary.get("later_no_worse_noise") or {"n": 0, "of": 0}
     out_console.print(
         f"evaluation {ev.id} done: {summary['n_scored']}/{summary['n_clips']} clips scored, "
         f"{len(summary['failed'])} failed; kept a later round in {kl['n']}/{kl['of']} runs "
-        f"({lnw['n']}/{lnw['of']} of them no worse than round 0); kept round no "
+        f"({lnw['n']}/{lnw['of']} of them no worse than round 0, {noise['n']}/{noise['of']} within the measures' "
+        f"seed noise); kept round no "
         f"worse than round 0 in {nw['n']}/{nw['of']} clips; report: {Path(ev.out_dir) / 'report.md'}",
         markup=False, highlight=False)
     if summary["n_clips"] and not summary["n_scored"]:

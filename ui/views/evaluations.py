@@ -40,6 +40,8 @@ for ev in evs:
         "critic": run_cfg.get("critic"), "renderer": run_cfg.get("renderer"), "rounds": run_cfg.get("rounds"),
         "kept later round": _frac(s.get("kept_later")), "loop no worse": _frac(s.get("no_worse")),
         "kept later round no worse": _frac(s.get("later_no_worse")),
+        # "—" for an evaluation recorded before the seed-noise tolerances (evaluation.measures.NOISE_TOLERANCE)
+        "kept later round no worse within noise": _frac(s.get("later_no_worse_noise")),
         "code": ev.code_version + (" (dirty)" if ev.code_dirty else ""), "report": ev.out_dir,
     })
 st.dataframe(pd.DataFrame(summary_rows), hide_index=True, width="stretch", key="evals:table")
@@ -61,7 +63,7 @@ for c in clips:
             missing.setdefault(key, m[key])
     rows.append({"clip": c["name"], "group": c["group"], "status": c["status"],
                  "run": common.run_url(c["run_id"]) if c["run_id"] else None, "kept round": c["kept_index"],
-                 "no worse": c["no_worse"],
+                 "no worse": c["no_worse"], "no worse within noise": c.get("no_worse_noise"),
                  **{mm.label: m.get(mm.key) for mm in MEASURES},
                  "error": c["error"] or ""})
 table = pd.DataFrame(rows).dropna(axis=1, how="all")
