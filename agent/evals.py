@@ -23,7 +23,7 @@ from agent.config import RunConfig
 from contract.errors import UserError
 from contract.plan import Plan
 from evaluation import manifest as corpus_mod
-from evaluation import measures, refree, report
+from evaluation import content, measures, refree, report
 from evaluation.metrics import ClipAudio
 from store import evals as E
 from store import media
@@ -328,6 +328,8 @@ def _dub_and_measure(store: Store, ev: Eval, row: EvalClip, cfg: RunConfig, refs
             m = measures.reference_metrics(gen, refs[own], refs, own, ref_why[own] or "no reference")
             metrics["not_kept"] = m | {"round_index": unkept.index, "round_id": unkept.id,
                                        "critic_overall": unkept.score_overall}
+        if refs[own] is not None:  # what the original soundtrack is made of: are the foley targets its to meet?
+            metrics["reference_content"] = content.periodic_share(refs[own])
         timings["reference_metrics"] = round(time.perf_counter() - t1, 3)
         run = store.get_run(run_id)
         metrics["run"] = {"stop_reason": run.stop_reason, "n_rounds": len(critic)}

@@ -14,6 +14,7 @@ import math
 from pathlib import Path
 from typing import Sequence
 
+from evaluation.content import FOLEY_MAX_PERIODIC
 from evaluation.measures import BY_KEY, CONDITIONS, DIRECTIONAL, MEASURES, Measure, mean_or_none
 
 MODEL_FAMILIES = {"desync_s": "DeSync (Synchformer)", "clap": "CLAP",
@@ -21,6 +22,8 @@ MODEL_FAMILIES = {"desync_s": "DeSync (Synchformer)", "clap": "CLAP",
                   "aes_CU": "Audiobox Aesthetics"}
 WHY_KEY = {"desync_s": "desync_why", "clap": "clap_why", "aes_PQ": "aes_why", "aes_PC": "aes_why",
            "aes_CE": "aes_why", "aes_CU": "aes_why"}
+# Issue #9's bars, stated for clips whose soundtrack is mostly foley (judged by measure, not by the corpus label)
+FOLEY_TARGETS = {"onset_f1_above_chance": 0.15, "rms_r_1000ms": 0.3}
 PLOT_METRICS = "metrics_single_vs_loop.png"
 PLOT_CRITIC = "critic_rounds.png"
 
@@ -68,6 +71,7 @@ def summarise(clips: Sequence[dict]) -> dict:
                            "clips": [c["name"] for c in later_verdicts]},
         "later_no_worse_noise": _later_within_noise(later),
         "not_kept_no_worse": _not_kept(scored),
+        "foley_targets": foley_targets(scored),
         "groups": {g: {"clips": [c["name"] for c in cs], "mean": _means(cs)} for g, cs in sorted(groups.items())},
         "overall": {"mean": _means(scored)},
         "model_missing": missing,
@@ -86,6 +90,32 @@ def _later_within_noise(later: Sequence[dict]) -> dict:
             "missing": sum(c.get("no_worse_noise_counts") is None for c in kept), "tolerance": tol}
 
 
+def foley_targets(scored: Sequence[dict]) -> dict:
+    """The foley targets on the clips whose reference is mostly foley by measure (``reference_content``: pitched
+    energy under FOLEY_MAX_PERIODIC), whatever the corpus label says; a label the measure contradicts is listed.
+    ``met`` per condition is None when no clip qualifies: nothing to judge is not a pass."""
+    clips, foley, mislabelled, unmeasured = {}, [], [], []
+    for c in scored:
+        share = ((c["metrics"].get("reference_content") or {}).get("periodic_energy_share"))
+        if share is None:
+            unmeasured.append(c["name"])
+            continue
+        mostly = share < FOLEY_MAX_PERIODIC
+        if mostly != ((c.get("group") or "") == "foley"):
+            mislabelled.append(c["name"])
+        row = {"label": c.get("group"), "periodic_energy_share": share, "mostly_foley": mostly}
+        if mostly:
+            foley.append(c["name"])
+            for cond in CONDITIONS:
+                m = c["metrics"].get(cond) or {}
+                row[cond] = {k: m.get(k) for k in FOLEY_TARGETS}
+                row[cond]["met"] = all(m.get(k) is not None and m[k] >= bar for k, bar in FOLEY_TARGETS.items())
+        clips[c["name"]] = row
+    met = {cond: (all(clips[n][cond]["met"] for n in foley) if foley else None) for cond in CONDITIONS}
+    return {"targets": dict(FOLEY_TARGETS), "max_periodic_share": FOLEY_MAX_PERIODIC, "foley": foley, "met": met,
+            "mislabelled": mislabelled, "unmeasured": unmeasured, "clips": clips}
+
+
 def _not_kept(scored: Sequence[dict]) -> dict:
     """Runs with a later round the loop did not keep: would the best of those (by the critic) have been no worse
     than round 0 on the reference measures? Many "yes" would say the keep rule turns down rounds that help."""
@@ -101,6 +131,33 @@ def _not_kept(scored: Sequence[dict]) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------------- markdown
+
+def _foley_section(ft: dict | None) -> list[str]:
+    """Issue #9's foley targets, on the clips measured mostly foley (none in an evaluation older than the measure)."""
+    if not ft or not ft["clips"]:
+        return []
+    bars = ", ".join(f"{BY_KEY[k].label} ≥ {v}" for k, v in ft["targets"].items())
+    lines = ["## foley targets", "",
+             f"Targets ({bars}) apply to clips whose original soundtrack is mostly foley by measure: under "
+             f"{100 * ft['max_periodic_share']:.0f} % of its energy in pitched (voiced or musical) frames "
+             "(`evaluation.content`).", "",
+             "| clip | label | pitched energy | mostly foley | " + " | ".join(
+                 f"{BY_KEY[k].label} single / loop" for k in ft["targets"]) + " | met single / loop |",
+             "| --- | --- | ---: | --- | " + " | ".join("---:" for _ in ft["targets"]) + " | --- |"]
+    for name, r in ft["clips"].items():
+        vals = [f"{_fmt((r.get('round0') or {}).get(k))} / {_fmt((r.get('kept') or {}).get(k))}"
+                if r["mostly_foley"] else "—" for k in ft["targets"]]
+        met = (f"{_fmt(r['round0']['met'])} / {_fmt(r['kept']['met'])}" if r["mostly_foley"] else "—")
+        lines.append(f"| {_cell(name)} | {_cell(r.get('label') or '')} | {100 * r['periodic_energy_share']:.0f} % | "
+                     f"{_fmt(r['mostly_foley'])} | " + " | ".join(vals) + f" | {met} |")
+    lines.append("")
+    if not ft["foley"]:
+        lines += ["No clip of this corpus is mostly foley by measure: the foley targets are not judged here.", ""]
+    if ft["mislabelled"]:
+        lines += ["The measure contradicts the corpus label of: " + ", ".join(map(_cell, ft["mislabelled"])) + ".",
+                  ""]
+    return lines
+
 
 def _fmt(v, digits: int = 3) -> str:
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
@@ -186,6 +243,7 @@ def markdown(header: dict, clips: Sequence[dict], summary: dict) -> str:
         lines.append(row("**mean**", "", "single", info["mean"]["round0"], mean=True))
         lines.append(row("**mean**", "", "loop", info["mean"]["kept"], mean=True))
         lines.append("")
+    lines += _foley_section(summary.get("foley_targets"))
     if scored:
         lines += ["## all clips (mean)", "", "| " + " | ".join(head) + " |", "| " + " | ".join(sep) + " |",
                   row(f"**all ({len(scored)})**", "", "single", summary["overall"]["mean"]["round0"], mean=True),

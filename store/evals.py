@@ -100,5 +100,6 @@ def clip_record(row: EvalClip) -> dict:
             "no_worse_noise_counts": m.get("comparison_noise"),
             "not_kept": m.get("not_kept_comparison"),  # the best later round the loop did not keep, vs round 0
             "stop_reason": (m.get("run") or {}).get("stop_reason"), "n_rounds": (m.get("run") or {}).get("n_rounds"),
-            "metrics": {c: m.get(c) or {} for c in CONDITIONS}, "critic": row.critic(),
+            "metrics": {c: m.get(c) or {} for c in CONDITIONS} | {"reference_content": m.get("reference_content")},
+            "critic": row.critic(),
             "notes": row.notes, "reference": row.reference, "video": row.video_path, "timings": row.timings()}

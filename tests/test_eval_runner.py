@@ -16,7 +16,7 @@ import pytest
 from agent import backends
 from agent.cli import main
 from evaluation import manifest as M
-from evaluation import measures, metrics
+from evaluation import content, measures, metrics
 from store import evals as E
 from store.db import Store
 from store.media import probe, read_audio
@@ -175,6 +175,7 @@ def test_eval_end_to_end_on_two_clips(corpus, tmp_path, fake_backends, capsys):
         assert row.kept_index == 1 and row.kept_later is True  # the fake critic rises with each refinement
         assert m["round0"]["round_index"] == 0 and m["kept"]["round_index"] == 1
         assert [c["index"] for c in row.critic()] == [0, 1]
+        assert m["reference_content"] == content.periodic_share(metrics.ClipAudio.from_file(corpus / src))
         counts = m["comparison"]
         assert row.no_worse is (counts["worse"] == 0) and counts["better"] + counts["worse"] + counts["tied"] >= 8
         # beside it, the verdict within the measures' seed noise: never stricter than the strict one
@@ -489,3 +490,37 @@ def test_the_best_round_the_loop_did_not_keep_is_found(store, fake_backends, tmp
     assert kept.index == 0 and [r.index for r in rounds] == [0, 1, 2]
     assert evals._best_not_kept(store, run_id, kept).index == 2  # the higher critic score of the two
     assert evals._best_not_kept(store, run_id, rounds[2]).index == 1
+
+
+def test_foley_targets_are_judged_on_clips_measured_mostly_foley():
+    """Issue 9's foley bars apply where the reference is mostly effects by measure, whatever the corpus label
+    says: a label the measure contradicts is named, and no qualifying clip is "not judged", never a pass."""
+    from evaluation import report
+
+    def clip(name, label, share, f1=0.2, rms=0.4, f1_loop=0.2, rms_loop=0.1):
+        return {"name": name, "group": label, "status": "scored", "kept_index": 1, "kept_later": True,
+                "no_worse": False, "critic": [],
+                "metrics": {"round0": {"onset_f1_above_chance": f1, "rms_r_1000ms": rms},
+                            "kept": {"onset_f1_above_chance": f1_loop, "rms_r_1000ms": rms_loop},
+                            "reference_content": {"periodic_energy_share": share}}}
+
+    header = {"eval_id": "e", "corpus_path": "c", "corpus_kind": "k", "corpus_hash": "0" * 64, "backends": "b",
+              "code_version": "v", "created_at": "t"}
+    clips = [clip("steps", "foley", 0.05), clip("launch", "foley", 0.74), clip("knocks", "mixed", 0.1, f1=0.1),
+             clip("talk", "speech", 0.93)]
+    ft = report.summarise(clips)["foley_targets"]
+    assert ft["foley"] == ["steps", "knocks"] and ft["mislabelled"] == ["launch", "knocks"]
+    assert ft["clips"]["steps"]["round0"]["met"] is True and ft["clips"]["steps"]["kept"]["met"] is False
+    assert ft["clips"]["knocks"]["round0"]["met"] is False  # F1 − chance 0.1 < 0.15
+    assert ft["met"] == {"round0": False, "kept": False} and "round0" not in ft["clips"]["talk"]
+    md = report.markdown(header, clips, report.summarise(clips))
+    assert "| steps | foley | 5 % | yes | 0.200 / 0.200 | 0.400 / 0.100 | yes / no |" in md
+    assert "| launch | foley | 74 % | no | — | — | — |" in md
+    assert "The measure contradicts the corpus label of: launch, knocks." in md
+
+    none = report.summarise([clip("launch", "foley", 0.74), clip("talk", "speech", 0.93)])["foley_targets"]
+    assert none["foley"] == [] and none["met"] == {"round0": None, "kept": None}
+    md = report.markdown(header, clips[1:2], report.summarise(clips[1:2]))
+    assert "No clip of this corpus is mostly foley by measure: the foley targets are not judged here." in md
+    old = [dict(clips[0], metrics={k: v for k, v in clips[0]["metrics"].items() if k != "reference_content"})]
+    assert "## foley targets" not in report.markdown(header, old, report.summarise(old))  # before the measure

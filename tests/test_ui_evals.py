@@ -50,6 +50,7 @@ def _eval(store: Store, values: dict, code: str, error_clip: str | None = None, 
         metrics = {"round0": m, "kept": m}
         if noise:
             metrics["comparison_noise"] = {"no_worse": True, "worse_on": []}
+            metrics["reference_content"] = {"periodic_energy_share": f1}
         E.update_clip(store, row.id, status="scored", run_id=run.id, kept_index=0, kept_later=False, no_worse=True,
                       metrics_json=metrics)
     return ev.id
@@ -74,10 +75,13 @@ def test_list_clips_with_run_links_and_a_comparison(store, monkeypatch):
 
     at.selectbox(key="evals:one").set_value(b).run()
     assert list(frame(at, "clip", "run", "error")["no worse within noise"]) == [True, True, True]
+    # what the original soundtrack is made of, as measured (the foley targets' criterion)
+    assert list(frame(at, "clip", "run", "error")["reference pitched energy"]) == [0.4, 0.5, 0.1]
 
     at.selectbox(key="evals:one").set_value(a).run()
     clips = frame(at, "clip", "run", "error")
     assert "no worse within noise" not in clips.columns  # an old evaluation: no column of dashes
+    assert "reference pitched energy" not in clips.columns
     assert list(clips["clip"]) == ["x", "y", "z"] and list(clips["status"]) == ["scored", "scored", "failed"]
     runs = {r.video_path: r.id for r in store.list_runs(limit=10)}
     assert clips.loc[0, "run"] == f"/run?run={runs['/c/x.mp4']}"

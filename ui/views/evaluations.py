@@ -61,7 +61,10 @@ for c in clips:
     for key in ("desync_why", "clap_why", "aes_why", "reference_why"):
         if m.get(key):
             missing.setdefault(key, m[key])
+    share = (c["metrics"].get("reference_content") or {}).get("periodic_energy_share")
     rows.append({"clip": c["name"], "group": c["group"], "status": c["status"],
+                 # pitched (voiced/musical) share of the original's energy: under 25 % the clip is mostly foley
+                 "reference pitched energy": None if share is None else round(share, 2),
                  "run": common.run_url(c["run_id"]) if c["run_id"] else None, "kept round": c["kept_index"],
                  "no worse": c["no_worse"], "no worse within noise": c.get("no_worse_noise"),
                  **{mm.label: m.get(mm.key) for mm in MEASURES},
