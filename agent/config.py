@@ -10,7 +10,7 @@ from models.precision import DTYPES
 from reasoning.policy import CRITIC_NOISE_OVERALL
 
 
-MAX_SEED = 2**31 - 1  # the studio's bound too; refined rounds add one per round
+MAX_SEED = 2**31 - 1  # the studio's bound too
 
 
 class RunConfig(BaseModel):

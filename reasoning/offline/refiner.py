@@ -2,7 +2,8 @@
 
 Only findings of the failing dimensions are acted on, and only those dimensions' text sections are
 rewritten (from the edited events); every other section is kept verbatim (cot.md refinement rule 2).
-When no rule applies, the cheap move is a new seed for the same plan (rule 1).
+The seed is kept: a round differs from the one it starts from by the plan's edit alone (a new seed alone would
+be a change no listener asked for, and one the independent measures cannot tell from noise).
 
 Hints understood (produced by ``reasoning.offline.critic``):
   shift_all {by_s}                      every non-ambience event moves by by_s
