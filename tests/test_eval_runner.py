@@ -282,8 +282,18 @@ def test_compare_two_evaluations(tmp_path, capsys):
     ds = rows["desync_s"]  # lower is better: x improved, y got worse, z tied
     assert (ds["n_better"], ds["n_worse"], ds["n_tied"]) == (1, 1, 1)
     assert ds["mean_delta"] == pytest.approx((-0.4 + 0.4 + 0.0) / 3)
+    assert (f1["n_better_noise"], f1["n_worse_noise"]) == (1, 1)  # ±0.2 is beyond onset F1's seed noise
+    assert ds["n_better_noise"] is None  # a model measure has no measured seed noise
+    # a change within the seed noise is counted strictly but not beyond the noise
+    clip = lambda name, f1: {"name": name, "status": "scored",  # noqa: E731
+                             "metrics": {"kept": {"onset_f1": f1}, "round0": {"onset_f1": f1}}}
+    small = {r["key"]: r for r in compare_evals([clip("x", 0.50), clip("y", 0.5)],
+                                                [clip("x", 0.55), clip("y", 0.2)])["kept"]}["onset_f1"]
+    assert (small["n_better"], small["n_worse"]) == (1, 1)
+    assert (small["n_better_noise"], small["n_worse_noise"]) == (0, 1)
     assert main(["--db", str(db), "eval", "--compare", a, b]) == 0
     out = capsys.readouterr().out
+    assert "beyond noise" in out and "1 / 1" in next(ln for ln in out.splitlines() if "onset F1" in ln)
     assert a in out and b in out and "w" in out  # w is left out, and said so
     line = next(ln for ln in out.splitlines() if "onset F1" in ln)
     assert [c for c in line.replace("│", " ").split() if c.isdigit()][-3:] == ["1", "1", "1"]

@@ -42,12 +42,13 @@ def _print_compare(console, data: dict) -> None:
                       f"B {', '.join(um['only_b']) or '—'}")
     for cond, rows in data["rows"].items():
         t = Table("measure", "better", "n", "mean A", "mean B", "Δ mean", "B better", "B worse", "tied",
-                  title=CONDITION_LABEL[cond])
+                  "beyond noise: better / worse", title=CONDITION_LABEL[cond])
         for r in rows:
             d = BY_KEY[r["key"]].digits
             t.add_row(r["label"], r["better"] or "—", str(r["n"]), _fmt(r["mean_a"], d), _fmt(r["mean_b"], d),
                       "—" if r["mean_delta"] is None else f"{r['mean_delta']:+.{max(d, 1)}f}",
-                      *("—" if r[k] is None else str(r[k]) for k in ("n_better", "n_worse", "n_tied")))
+                      *("—" if r[k] is None else str(r[k]) for k in ("n_better", "n_worse", "n_tied")),
+                      "—" if r.get("n_better_noise") is None else f"{r['n_better_noise']} / {r['n_worse_noise']}")
         console.print(t)
 
 
