@@ -3,6 +3,8 @@ tonal music) rather than aperiodic (impacts, friction, wind, roar, most foley).
 
 The issue's foley targets apply to clips "whose soundtrack is mostly foley"; a corpus label typed by hand can be
 wrong (a launch video whose loudest seconds are the commentator), so the label is checked against this figure.
+Tonal effects (bird calls, whistles, a steady hum) count as pitched too: the measure errs towards "not foley", so a
+clip it calls foley is one whose targets are fair to hold it to.
 Numpy/scipy only, no code shared with the critic.
 """
 
