@@ -21,6 +21,7 @@ from typing import Callable
 
 from agent.config import RunConfig
 from contract.errors import UserError
+from contract.options import DEFAULT_THRESHOLDS
 from contract.plan import Plan
 from evaluation import manifest as corpus_mod
 from evaluation import content, measures, refree, report
@@ -44,6 +45,7 @@ class EvalOptions:
     device: str = "cpu"
     progress: bool = True
     write_dubs: bool = True  # the dubbed videos go to OUT/dubs/
+    seeds: int = 1  # reference measures of a compared round: the mean over this many renders of its plan
 
 
 # ---------------------------------------------------------------------------------------------- small helpers
@@ -110,6 +112,13 @@ def header(ev: Eval) -> dict:
     run = cfg.get("run", {})
     backends = (f"watcher `{run.get('watcher')}`, renderer `{run.get('renderer')}`, critic `{run.get('critic')}`, "
                 f"refiner `{run.get('refiner') or 'default'}`; rounds ≤ {run.get('rounds')}, seed {run.get('seed')}")
+    thresholds = run.get("thresholds") or {}
+    if thresholds and thresholds != DEFAULT_THRESHOLDS:
+        backends += "; passes at " + ", ".join(f"{k} {v:g}" for k, v in thresholds.items())
+    n = int(cfg.get("eval", {}).get("seeds", 1))
+    if n > 1:
+        backends += (f"; reference measures: the mean of {n} renders of each compared round's plan (its own seed and "
+                     f"the next {n - 1})")
     return {"eval_id": ev.id, "corpus_path": ev.corpus_path, "corpus_kind": ev.corpus_kind,
             "corpus_hash": ev.corpus_hash, "backends": backends, "code_version": ev.code_version,
             "code_dirty": ev.code_dirty, "created_at": ev.created_at.strftime("%Y-%m-%d %H:%M:%S UTC"),
@@ -128,7 +137,8 @@ def start(store: Store, corpus: corpus_mod.Corpus, cfg: RunConfig, opts: EvalOpt
     rows = [{"name": c.name, "content_group": c.group, "video_path": str(c.video), "reference": str(c.reference),
              "notes": c.notes, "labels_json": list(c.labels)} for c in corpus.clips]
     config = {"run": json.loads(cfg.model_dump_json()),
-              "eval": {"models": {k: opts.model_refs.get(k) for k in MODEL_NAMES}, "device": opts.device}}
+              "eval": {"models": {k: opts.model_refs.get(k) for k in MODEL_NAMES}, "device": opts.device,
+                       "seeds": int(opts.seeds)}}
     ev = E.create_eval(store, rows, id=eval_id, corpus_path=str(corpus.source), corpus_kind=corpus.kind,
                        corpus_hash=corpus.digest(), config_json=config, code_version=version, code_dirty=dirty,
                        out_dir=str(out_dir))
@@ -207,7 +217,8 @@ def run(store: Store, eval_id: str, opts: EvalOptions, log: Callable[[str], None
             task = p.add_task("dubbing", total=len(todo))
             for row in todo:
                 p.update(task, description=f"dubbing {row.name}")
-                _dub_and_measure(store, ev, row, cfg, refs, ref_why, out_dir if opts.write_dubs else None, log)
+                _dub_and_measure(store, ev, row, cfg, refs, ref_why, out_dir if opts.write_dubs else None, log,
+                                 seeds=int(ev.config().get("eval", {}).get("seeds", 1)))
                 p.advance(task)
         rows = E.clips(store, ev.id)
         dubbed = [r for r in rows if r.status == "dubbed"]
@@ -293,6 +304,33 @@ def _rounds(store: Store, run_id: str):
     return r0, kept, critic
 
 
+def _other_seeds(store: Store, run_id: str, rnd, cfg: RunConfig, seeds: int, refs, own: int) -> list[dict]:
+    """The reference measures of the round's plan rendered again with seeds ``seed+1 … seed+seeds-1`` (the stored
+    render is the first): the run's renderer, whole or by segments as the run rendered it; files are temporary."""
+    from agent import backends
+    from agent import segments as segmenting
+    from store.media import VideoInfo
+
+    run = store.get_run(run_id)
+    plan = Plan.from_stored(rnd.plan_json)
+    info_json = json.loads(run.video_info_json or "{}")
+    info = VideoInfo(**info_json) if info_json else None
+    renderer = backends.get("renderer", cfg)
+    out = []
+    tmp_dir = store.home / "tmp"
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=tmp_dir) as tmp:
+        for k in range(1, seeds):
+            wav = Path(tmp) / f"seed{k}.wav"
+            if plan.segments:
+                sr = segmenting.prepare(plan, Path(run.video_path), info, Path(tmp) / "segments", "eval-seeds")
+                wav = segmenting.render(renderer, plan, rnd.seed + k, wav, sr).audio_path
+            else:
+                wav = renderer.render(plan, Path(run.video_path), info, rnd.seed + k, wav).audio_path
+            out.append(measures.reference_metrics(ClipAudio.from_file(wav), refs[own], refs, own))
+    return out
+
+
 def _best_not_kept(store: Store, run_id: str, kept):
     """The later round (index > 0) with the highest critic score that the loop did not keep, if any."""
     later = [r for r in store.rounds(run_id, branch=0) if r.index > 0 and r.id != kept.id
@@ -301,7 +339,7 @@ def _best_not_kept(store: Store, run_id: str, kept):
 
 
 def _dub_and_measure(store: Store, ev: Eval, row: EvalClip, cfg: RunConfig, refs, ref_why, out_dir: Path | None,
-                     log: Callable[[str], None]) -> None:
+                     log: Callable[[str], None], seeds: int = 1) -> None:
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
     try:
@@ -315,19 +353,21 @@ def _dub_and_measure(store: Store, ev: Eval, row: EvalClip, cfg: RunConfig, refs
         rows = E.clips(store, ev.id)
         own = next(i for i, r in enumerate(rows) if r.id == row.id)
         metrics = {}
+        def measure(rnd) -> dict:
+            gen = ClipAudio.from_file(store.artifact_path(rnd.audio_artifact_id))
+            m = measures.reference_metrics(gen, refs[own], refs, own, ref_why[own] or "no reference")
+            if seeds > 1 and refs[own] is not None:
+                m = measures.seed_mean([m] + _other_seeds(store, run_id, rnd, cfg, seeds, refs, own))
+            return m | {"round_index": rnd.index, "round_id": rnd.id, "critic_overall": rnd.score_overall}
+
         for cond, rnd in (("round0", r0), ("kept", kept)):
             if cond == "kept" and kept.id == r0.id:
                 metrics["kept"] = dict(metrics["round0"])
                 continue
-            gen = ClipAudio.from_file(store.artifact_path(rnd.audio_artifact_id))
-            m = measures.reference_metrics(gen, refs[own], refs, own, ref_why[own] or "no reference")
-            metrics[cond] = m | {"round_index": rnd.index, "round_id": rnd.id, "critic_overall": rnd.score_overall}
+            metrics[cond] = measure(rnd)
         unkept = _best_not_kept(store, run_id, kept)
         if unkept is not None:  # what the loop turned down: was it right to? (reference measures only)
-            gen = ClipAudio.from_file(store.artifact_path(unkept.audio_artifact_id))
-            m = measures.reference_metrics(gen, refs[own], refs, own, ref_why[own] or "no reference")
-            metrics["not_kept"] = m | {"round_index": unkept.index, "round_id": unkept.id,
-                                       "critic_overall": unkept.score_overall}
+            metrics["not_kept"] = measure(unkept)
         if refs[own] is not None:  # what the original soundtrack is made of: are the foley targets its to meet?
             metrics["reference_content"] = content.periodic_share(refs[own])
         timings["reference_metrics"] = round(time.perf_counter() - t1, 3)
@@ -393,12 +433,13 @@ def _finish_clip(store: Store, row: EvalClip) -> None:
     verdict, counts = measures.no_worse(m.get("round0") or {}, m.get("kept") or {})
     m["comparison"] = counts
     # the same comparison where a fall within the measure's seed noise is a tie (the strict one stays the verdict)
-    v, c = measures.no_worse_within_noise(m.get("round0") or {}, m.get("kept") or {})
+    n = int((m.get("round0") or {}).get("seed_renders") or 1)  # means of n renders: their noise is ~1/sqrt(n)
+    v, c = measures.no_worse_within_noise(m.get("round0") or {}, m.get("kept") or {}, seeds=n)
     m["comparison_noise"] = c | {"no_worse": v}
     if m.get("not_kept"):  # reference measures only: the model passes score round 0 and the kept round
         v, c = measures.no_worse(m.get("round0") or {}, m["not_kept"], measures.REFERENCE_DIRECTIONAL)
         vn, cn = measures.no_worse(m.get("round0") or {}, m["not_kept"], measures.REFERENCE_DIRECTIONAL,
-                                   measures.NOISE_TOLERANCE)
+                                   measures.noise_tolerance(n))
         m["not_kept_comparison"] = c | {"no_worse": v, "round_index": m["not_kept"]["round_index"],
                                         "critic_overall": m["not_kept"]["critic_overall"],
                                         "no_worse_noise": vn, "worse_on_noise": cn["worse_on"]}

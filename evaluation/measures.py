@@ -7,6 +7,7 @@ A measure that could not be computed is None with a ``<key>_why`` saying why, ne
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
@@ -131,13 +132,41 @@ def no_worse(round0: dict, kept: dict, on: Iterable[Measure] = DIRECTIONAL,
     return (None if not signs else counts["worse"] == 0), counts
 
 
-def no_worse_within_noise(round0: dict, kept: dict,
-                          on: Iterable[Measure] = DIRECTIONAL) -> tuple[bool | None, dict]:
-    """``no_worse`` with each reference measure's NOISE_TOLERANCE: a kept round is "no worse within noise" when no
-    measure falls by more than re-rendering round 0's own plan with another seed moves it. Measures without a
-    measured tolerance (the model measures) stay strict. The counts carry the tolerances they used."""
-    verdict, counts = no_worse(round0, kept, on, NOISE_TOLERANCE)
-    return verdict, counts | {"tolerance": dict(NOISE_TOLERANCE)}
+def noise_tolerance(seeds: int = 1) -> dict[str, float]:
+    """NOISE_TOLERANCE for measures that are each a mean over ``seeds`` renders: two such means differ by about
+    1/sqrt(seeds) as much as two single renders (independent seed noise), so the tolerance shrinks with it."""
+    f = 1.0 / math.sqrt(max(1, int(seeds)))
+    return {k: round(v * f, 6) for k, v in NOISE_TOLERANCE.items()}
+
+
+def no_worse_within_noise(round0: dict, kept: dict, on: Iterable[Measure] = DIRECTIONAL,
+                          seeds: int = 1) -> tuple[bool | None, dict]:
+    """``no_worse`` with each reference measure's seed-noise tolerance: a kept round is "no worse within noise" when
+    no measure falls by more than re-rendering round 0's own plan with another seed moves it (``seeds``: the
+    measures are means over that many renders each). Measures without a measured tolerance (the model measures)
+    stay strict. The counts carry the tolerances they used."""
+    tol = noise_tolerance(seeds)
+    verdict, counts = no_worse(round0, kept, on, tol)
+    return verdict, counts | {"tolerance": tol, "seeds": int(seeds)}
+
+
+def seed_mean(per_seed: Sequence[dict]) -> dict:
+    """One round's reference measures over renders of its plan with different seeds: each measure the mean of the
+    renders that have it (a dropout the worst of them), the first render's other fields, ``seed_renders`` and each
+    directional measure's per-seed values (``seed_values``). Model measures are not here: they score the stored
+    render only."""
+    out = dict(per_seed[0])
+    values: dict[str, list[float]] = {}
+    for m in MEASURES:
+        if m.kind == "model":
+            continue
+        vals = [float(x[m.key]) for x in per_seed if isinstance(x.get(m.key), (int, float))]
+        if not vals:
+            continue
+        out[m.key] = max(vals) if m.key == "gen_dropout_s" else float(np.mean(vals))
+        if m.better:
+            values[m.key] = [round(v, 6) for v in vals]
+    return out | {"seed_renders": len(per_seed), "seed_values": values}
 
 
 def mean_or_none(values: Iterable[float | None]) -> float | None:

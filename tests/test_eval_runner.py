@@ -534,3 +534,48 @@ def test_foley_targets_are_judged_on_clips_measured_mostly_foley():
     assert "No clip of this corpus is mostly foley by measure: the foley targets are not judged here." in md
     old = [dict(clips[0], metrics={k: v for k, v in clips[0]["metrics"].items() if k != "reference_content"})]
     assert "## foley targets" not in report.markdown(header, old, report.summarise(old))  # before the measure
+
+
+def test_seeds_measure_each_round_as_the_mean_of_several_renders(corpus, tmp_path, fake_backends, capsys):
+    """`--seeds 3`: a compared round's reference measures are the mean over its stored render and its plan rendered
+    again with the next two seeds, and the verdict within noise uses the tolerance of such means (÷ √3)."""
+    from contract.plan import Plan
+    from tests.fakes import FakeRenderer
+
+    db, out = tmp_path / "fl.db", tmp_path / "report"
+    assert main(["--db", str(db), "eval", str(corpus), "--out-dir", str(out), "--seeds", "3", *FAKE_EVAL]) == 0
+    store = Store(db)
+    (ev,) = E.list_evals(store)
+    assert ev.config()["eval"]["seeds"] == 3
+    refs = [metrics.ClipAudio.from_file(corpus / n) for n in ("a.mp4", "b.mp4")]
+    for own, row in enumerate(E.clips(store, ev.id)):
+        m = row.metrics()
+        run = store.get_run(row.run_id)
+        for cond, rid in (("round0", row.round0_id), ("kept", row.kept_id)):
+            rnd = store.get_round(rid)
+            renders = [metrics.ClipAudio.from_file(store.artifact_path(rnd.audio_artifact_id))]
+            for k in (1, 2):
+                wav = FakeRenderer().render(Plan.from_stored(rnd.plan_json), Path(run.video_path), None, rnd.seed + k,
+                                            tmp_path / f"{own}-{cond}-{k}.wav").audio_path
+                renders.append(metrics.ClipAudio.from_file(wav))
+            each = [measures.reference_metrics(g, refs[own], refs, own) for g in renders]
+            assert m[cond]["seed_renders"] == 3
+            for key in ("onset_f1", "xcorr_max", "rms_r_1000ms", "logmel_profile_r"):
+                assert m[cond][key] == pytest.approx(np.mean([e[key] for e in each])), (cond, key)
+                assert m[cond]["seed_values"][key] == pytest.approx([e[key] for e in each], abs=1e-6)
+        tol = m["comparison_noise"]["tolerance"]
+        assert tol["onset_f1"] == pytest.approx(measures.NOISE_TOLERANCE["onset_f1"] / np.sqrt(3), abs=1e-6)
+        assert m["comparison_noise"]["seeds"] == 3
+    assert "the mean of 3 renders of each compared round's plan" in (out / "report.md").read_text()
+
+
+def test_tolerance_of_seed_means():
+    """Means over n renders: a fall inside one render's noise can be beyond the noise of 4-render means."""
+    r0, kept = {"onset_f1": 0.50}, {"onset_f1": 0.45}
+    assert measures.noise_tolerance(4)["onset_f1"] == pytest.approx(measures.NOISE_TOLERANCE["onset_f1"] / 2)
+    assert measures.no_worse_within_noise(r0, kept)[0] is True
+    assert measures.no_worse_within_noise(r0, kept, seeds=4)[0] is False
+    mean = measures.seed_mean([{"onset_f1": 0.2, "gen_dropout_s": 0.0, "onset_f1_why": None},
+                               {"onset_f1": 0.4, "gen_dropout_s": 0.6}, {"onset_f1": None, "gen_dropout_s": 0.0}])
+    assert mean["onset_f1"] == pytest.approx(0.3) and mean["gen_dropout_s"] == 0.6  # the worst dropout counts
+    assert mean["seed_renders"] == 3 and mean["seed_values"]["onset_f1"] == [0.2, 0.4]

@@ -80,7 +80,11 @@ def eval_cmd(
         aesthetics: Optional[str] = typer.Option(None, "--aesthetics", help="Audiobox Aesthetics folder or hub "
                                                  "id (default facebook/audiobox-aesthetics)"),
         no_progress: bool = typer.Option(False, "--no-progress", help="No progress bars"),
-        pass_at: PassAt = None, db: Db = None, debug: Debug = False):
+        pass_at: PassAt = None,
+        seeds: int = typer.Option(1, "--seeds", min=1, max=16,
+                                  help="Reference measures of each compared round as the mean of N renders of its "
+                                       "plan (its seed and the next N-1): seed noise shrinks ~1/sqrt(N)"),
+        db: Db = None, debug: Debug = False):
     """Dub every clip of a corpus and measure single shot (round 0) vs loop (kept round) independently."""
     from agent import evals
 
@@ -93,6 +97,7 @@ def eval_cmd(
     from agent.devices import resolve_device
 
     opts = evals.EvalOptions(out_dir=out_dir, force=force, device=resolve_device(device), progress=not no_progress,
+                             seeds=seeds,
                              model_refs={"desync": _abs(synchformer), "clap": _abs(clap),
                                          "aesthetics": _abs(aesthetics)})
     if resume:
