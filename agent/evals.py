@@ -308,7 +308,6 @@ def _other_seeds(store: Store, run_id: str, rnd, cfg: RunConfig, seeds: int, ref
     """The reference measures of the round's plan rendered again with seeds ``seed+1 … seed+seeds-1`` (the stored
     render is the first): the run's renderer, whole or by segments as the run rendered it; files are temporary."""
     from agent import backends
-    from agent import segments as segmenting
     from store.media import VideoInfo
 
     run = store.get_run(run_id)
@@ -321,14 +320,20 @@ def _other_seeds(store: Store, run_id: str, rnd, cfg: RunConfig, seeds: int, ref
     tmp_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=tmp_dir) as tmp:
         for k in range(1, seeds):
-            wav = Path(tmp) / f"seed{k}.wav"
-            if plan.segments:
-                sr = segmenting.prepare(plan, Path(run.video_path), info, Path(tmp) / "segments", "eval-seeds")
-                wav = segmenting.render(renderer, plan, rnd.seed + k, wav, sr).audio_path
-            else:
-                wav = renderer.render(plan, Path(run.video_path), info, rnd.seed + k, wav).audio_path
+            wav = render_plan(renderer, plan, Path(run.video_path), info, rnd.seed + k, Path(tmp) / f"seed{k}.wav",
+                              Path(tmp) / "segments")
             out.append(measures.reference_metrics(ClipAudio.from_file(wav), refs[own], refs, own))
     return out
+
+
+def render_plan(renderer, plan: Plan, video: Path, info, seed: int, out: Path, cache: Path) -> Path:
+    """The whole plan with ``seed``; a plan cut into segments is rendered and joined as a run does it."""
+    from agent import segments as segmenting
+
+    if plan.segments:
+        sr = segmenting.prepare(plan, video, info, cache, "eval-seeds")
+        return segmenting.render(renderer, plan, seed, out, sr).audio_path
+    return renderer.render(plan, video, info, seed, out).audio_path
 
 
 def _best_not_kept(store: Store, run_id: str, kept):

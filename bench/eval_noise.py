@@ -30,7 +30,6 @@ from types import SimpleNamespace
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agent import backends, evals, runs  # noqa: E402
-from agent import segments as segmenting  # noqa: E402
 from agent.config import RunConfig  # noqa: E402
 from bench.critic_noise import add_pair_diffs, spread  # noqa: E402
 from contract.plan import Plan  # noqa: E402
@@ -63,14 +62,6 @@ def round0_plans(corpus: corpus_mod.Corpus, store: Store,
     return out
 
 
-def render(renderer, plan: Plan, video: Path, info: VideoInfo | None, seed: int, out: Path, cache: Path) -> Path:
-    """The whole plan with ``seed``; a plan cut into segments is rendered and joined as a run does it."""
-    if plan.segments:
-        sr = segmenting.prepare(plan, video, info, cache, "bench-eval-noise")
-        return segmenting.render(renderer, plan, seed, out, sr).audio_path
-    return renderer.render(plan, video, info, seed, out).audio_path
-
-
 def measure(corpus_path: str, n_seeds: int) -> dict:
     corpus = corpus_mod.load(corpus_path)
     rows = [SimpleNamespace(reference=str(c.reference), video_path=str(c.video)) for c in corpus.clips]
@@ -89,7 +80,7 @@ def measure(corpus_path: str, n_seeds: int) -> dict:
             plan, video, info = plans[clip.name]
             per_seed = []
             for seed in range(n_seeds):
-                wav = render(renderer, plan, video, info, seed, Path(tmp) / f"{clip.name}-{seed}.wav",
+                wav = evals.render_plan(renderer, plan, video, info, seed, Path(tmp) / f"{clip.name}-{seed}.wav",
                              Path(tmp) / "cache")
                 m = measures.reference_metrics(ClipAudio.from_file(wav), refs[own], refs, own)
                 per_seed.append({k: m.get(k) for k in KEYS})
