@@ -358,6 +358,7 @@ def _dub_and_measure(store: Store, ev: Eval, row: EvalClip, cfg: RunConfig, refs
         rows = E.clips(store, ev.id)
         own = next(i for i, r in enumerate(rows) if r.id == row.id)
         metrics = {}
+
         def measure(rnd) -> dict:
             gen = ClipAudio.from_file(store.artifact_path(rnd.audio_artifact_id))
             m = measures.reference_metrics(gen, refs[own], refs, own, ref_why[own] or "no reference")
