@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from evaluation.measures import CONDITIONS, DIRECTIONAL, MEASURES, NOISE_TOLERANCE, Measure, mean_or_none
+from evaluation.measures import CONDITIONS, DIRECTIONAL, MEASURES, Measure, mean_or_none, noise_tolerance
 
 
 def _metrics_by_name(clips: Sequence[dict], condition: str) -> dict[str, dict]:
@@ -18,7 +18,8 @@ def compare_evals(clips_a: Sequence[dict], clips_b: Sequence[dict],
     """{condition: [{"key", "label", "better", "n", "mean_a", "mean_b", "mean_delta", "n_better", "n_worse",
     "n_tied", "n_better_noise", "n_worse_noise"}]} over clips (matched by name) that both evaluations scored.
     Δ = B − A; better/worse follow each measure's direction (counted only for directional measures); the ``_noise``
-    counts take only changes beyond the measure's seed noise (``NOISE_TOLERANCE``; None for a measure without one)."""
+    counts take only changes beyond the measure's seed noise (``noise_tolerance``, for means over as many renders
+    as the less-averaged side of each pair has; None for a measure without one)."""
     out: dict[str, list[dict]] = {}
     for cond in CONDITIONS:
         a, b = _metrics_by_name(clips_a, cond), _metrics_by_name(clips_b, cond)
@@ -30,8 +31,11 @@ def compare_evals(clips_a: Sequence[dict], clips_b: Sequence[dict],
             if not pairs:
                 continue
             signs = [m.delta_sign(x, y) for x, y in pairs]
-            tol = NOISE_TOLERANCE.get(m.key)
-            beyond = [m.delta_sign(x, y, tol) for x, y in pairs] if m.better and tol is not None else None
+            renders = [min(int(a[n].get("seed_renders") or 1), int(b[n].get("seed_renders") or 1)) for n in names
+                       if a[n].get(m.key) is not None and b[n].get(m.key) is not None]
+            tols = [noise_tolerance(k).get(m.key) for k in renders]
+            beyond = ([m.delta_sign(x, y, t) for (x, y), t in zip(pairs, tols)]
+                      if m.better and all(t is not None for t in tols) else None)
             rows.append({"key": m.key, "label": m.label, "better": m.better, "n": len(pairs),
                          "mean_a": mean_or_none(x for x, _ in pairs), "mean_b": mean_or_none(y for _, y in pairs),
                          "mean_delta": mean_or_none(y - x for x, y in pairs),

@@ -291,6 +291,11 @@ def test_compare_two_evaluations(tmp_path, capsys):
                                                 [clip("x", 0.55), clip("y", 0.2)])["kept"]}["onset_f1"]
     assert (small["n_better"], small["n_worse"]) == (1, 1)
     assert (small["n_better_noise"], small["n_worse_noise"]) == (0, 1)
+    # both sides means of 4 renders: the noise halves, and +0.05 is beyond it
+    four = lambda name, f1: {"name": name, "status": "scored",  # noqa: E731
+                             "metrics": {"kept": {"onset_f1": f1, "seed_renders": 4}}}
+    means = {r["key"]: r for r in compare_evals([four("x", 0.50)], [four("x", 0.55)])["kept"]}["onset_f1"]
+    assert (means["n_better_noise"], means["n_worse_noise"]) == (1, 0)
     assert main(["--db", str(db), "eval", "--compare", a, b]) == 0
     out = capsys.readouterr().out
     assert "beyond noise" in out and "1 / 1" in next(ln for ln in out.splitlines() if "onset F1" in ln)
