@@ -304,9 +304,11 @@ def _rounds(store: Store, run_id: str):
     return r0, kept, critic
 
 
-def _other_seeds(store: Store, run_id: str, rnd, cfg: RunConfig, seeds: int, refs, own: int) -> list[dict]:
+def _other_seeds(store: Store, run_id: str, rnd, cfg: RunConfig, seeds: int, refs, own: int,
+                 work: Path) -> list[dict]:
     """The reference measures of the round's plan rendered again with seeds ``seed+1 … seed+seeds-1`` (the stored
-    render is the first): the run's renderer, whole or by segments as the run rendered it; files are temporary."""
+    render is the first): the run's renderer, whole or by segments as the run rendered it. ``work`` is the clip's
+    scratch folder: its segment proxies serve every round measured there."""
     from agent import backends
     from store.media import VideoInfo
 
@@ -316,13 +318,10 @@ def _other_seeds(store: Store, run_id: str, rnd, cfg: RunConfig, seeds: int, ref
     info = VideoInfo(**info_json) if info_json else None
     renderer = backends.get("renderer", cfg)
     out = []
-    tmp_dir = store.home / "tmp"
-    tmp_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=tmp_dir) as tmp:
-        for k in range(1, seeds):
-            wav = render_plan(renderer, plan, Path(run.video_path), info, rnd.seed + k, Path(tmp) / f"seed{k}.wav",
-                              Path(tmp) / "segments")
-            out.append(measures.reference_metrics(ClipAudio.from_file(wav), refs[own], refs, own))
+    for k in range(1, seeds):
+        wav = render_plan(renderer, plan, Path(run.video_path), info, rnd.seed + k,
+                          work / f"r{rnd.id}-seed{k}.wav", work / "segments")
+        out.append(measures.reference_metrics(ClipAudio.from_file(wav), refs[own], refs, own))
     return out
 
 
@@ -358,22 +357,24 @@ def _dub_and_measure(store: Store, ev: Eval, row: EvalClip, cfg: RunConfig, refs
         rows = E.clips(store, ev.id)
         own = next(i for i, r in enumerate(rows) if r.id == row.id)
         metrics = {}
+        (store.home / "tmp").mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=store.home / "tmp") as work:
 
-        def measure(rnd) -> dict:
-            gen = ClipAudio.from_file(store.artifact_path(rnd.audio_artifact_id))
-            m = measures.reference_metrics(gen, refs[own], refs, own, ref_why[own] or "no reference")
-            if seeds > 1 and refs[own] is not None:
-                m = measures.seed_mean([m] + _other_seeds(store, run_id, rnd, cfg, seeds, refs, own))
-            return m | {"round_index": rnd.index, "round_id": rnd.id, "critic_overall": rnd.score_overall}
+            def measure(rnd) -> dict:
+                gen = ClipAudio.from_file(store.artifact_path(rnd.audio_artifact_id))
+                m = measures.reference_metrics(gen, refs[own], refs, own, ref_why[own] or "no reference")
+                if seeds > 1 and refs[own] is not None:
+                    m = measures.seed_mean([m] + _other_seeds(store, run_id, rnd, cfg, seeds, refs, own, Path(work)))
+                return m | {"round_index": rnd.index, "round_id": rnd.id, "critic_overall": rnd.score_overall}
 
-        for cond, rnd in (("round0", r0), ("kept", kept)):
-            if cond == "kept" and kept.id == r0.id:
-                metrics["kept"] = dict(metrics["round0"])
-                continue
-            metrics[cond] = measure(rnd)
-        unkept = _best_not_kept(store, run_id, kept)
-        if unkept is not None:  # what the loop turned down: was it right to? (reference measures only)
-            metrics["not_kept"] = measure(unkept)
+            for cond, rnd in (("round0", r0), ("kept", kept)):
+                if cond == "kept" and kept.id == r0.id:
+                    metrics["kept"] = dict(metrics["round0"])
+                    continue
+                metrics[cond] = measure(rnd)
+            unkept = _best_not_kept(store, run_id, kept)
+            if unkept is not None:  # what the loop turned down: was it right to? (reference measures only)
+                metrics["not_kept"] = measure(unkept)
         if refs[own] is not None:  # what the original soundtrack is made of: are the foley targets its to meet?
             metrics["reference_content"] = content.periodic_share(refs[own])
         timings["reference_metrics"] = round(time.perf_counter() - t1, 3)

@@ -81,7 +81,7 @@ def measure(corpus_path: str, n_seeds: int) -> dict:
             per_seed = []
             for seed in range(n_seeds):
                 wav = evals.render_plan(renderer, plan, video, info, seed, Path(tmp) / f"{clip.name}-{seed}.wav",
-                             Path(tmp) / "cache")
+                                        Path(tmp) / "cache")
                 m = measures.reference_metrics(ClipAudio.from_file(wav), refs[own], refs, own)
                 per_seed.append({k: m.get(k) for k in KEYS})
             own_diffs = {k: [] for k in KEYS}

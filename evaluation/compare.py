@@ -26,14 +26,14 @@ def compare_evals(clips_a: Sequence[dict], clips_b: Sequence[dict],
         names = sorted(set(a) & set(b))
         rows = []
         for m in measures:
-            pairs = [(a[n].get(m.key), b[n].get(m.key)) for n in names]
-            pairs = [(x, y) for x, y in pairs if x is not None and y is not None]
-            if not pairs:
+            both = [n for n in names if a[n].get(m.key) is not None and b[n].get(m.key) is not None]
+            if not both:
                 continue
+            pairs = [(a[n][m.key], b[n][m.key]) for n in both]
             signs = [m.delta_sign(x, y) for x, y in pairs]
-            renders = [min(int(a[n].get("seed_renders") or 1), int(b[n].get("seed_renders") or 1)) for n in names
-                       if a[n].get(m.key) is not None and b[n].get(m.key) is not None]
-            tols = [noise_tolerance(k).get(m.key) for k in renders]
+            # each pair's noise: that of the less-averaged side's seed means
+            tols = [noise_tolerance(min(int(a[n].get("seed_renders") or 1),
+                                        int(b[n].get("seed_renders") or 1))).get(m.key) for n in both]
             beyond = ([m.delta_sign(x, y, t) for (x, y), t in zip(pairs, tols)]
                       if m.better and all(t is not None for t in tols) else None)
             rows.append({"key": m.key, "label": m.label, "better": m.better, "n": len(pairs),
