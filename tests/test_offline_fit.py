@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from contract.plan import Critique, Event, EventKind, Finding, Plan
 from evaluation.metrics import ClipAudio, detect_onsets, onset_f1, silence_dropouts
@@ -256,6 +258,68 @@ def test_contacts_leave_out_codec_pulses_first_frames_and_weak_changes():
     vis.onset_strengths = [0.9, 0.9, 0.05, 0.6]  # first frames; a change under 15 % of the strongest
     assert contacts(vis)[0] == [1.0, 3.0]
 
+
+
+def _visual(onsets, strengths, cuts, duration):
+    from tests.helpers import known_visual
+
+    vis = known_visual(list(onsets), [0.0] * len(onsets), duration=duration)
+    vis.onset_strengths, vis.cuts = list(strengths), list(cuts)
+    return vis
+
+
+def test_contact_rules_hold_within_a_shot():
+    """Rocket-launch shape: a flare's two onsets 0.125 s apart in the first shot are contacts although the second
+    shot flickers on that spacing; the first frames after a cut have no history. The floor is the video's: a quiet
+    shot's small changes beside hits eight times stronger stay motion texture (when in doubt, understate)."""
+    from reasoning.offline.motion import contacts
+
+    flare = [2.7, 2.825]
+    flicker = [6.35 + 0.125 * k for k in range(12)]
+    vis = _visual(flare + [3.85] + flicker, [0.12, 0.1, 0.27] + [0.1] * 12, cuts=[3.1], duration=8.0)
+    assert [round(t, 3) for t in contacts(vis)[0]] == [2.7, 2.825, 3.85]
+    vis = _visual([1.0, 2.0, 4.5, 5.2, 6.0], [1.0, 0.8, 0.12, 0.1, 0.11], cuts=[4.0], duration=7.0)
+    assert contacts(vis)[0] == [1.0, 2.0]
+    vis = _visual([1.0, 4.1, 5.0], [1.0, 0.9, 0.9], cuts=[4.0], duration=7.0)
+    assert contacts(vis)[0] == [1.0, 5.0]
+
+
+FPS = 25.0
+
+
+@st.composite
+def _shots(draw):
+    """Onsets a quarter frame off whole frames (so their gaps are whole frames: no rounding at half a frame), cuts
+    half a frame off, and lattices of various spacings."""
+    frames = draw(st.lists(st.integers(0, 400), min_size=1, max_size=40, unique=True))
+    for _ in range(draw(st.integers(0, 2))):  # a lattice or two
+        start, step, n = draw(st.integers(0, 380)), draw(st.integers(2, 6)), draw(st.integers(3, 14))
+        frames += [start + step * k for k in range(n)]
+    frames = sorted(set(f for f in frames if f <= 400))
+    strengths = [draw(st.floats(0.3, 1.0)) for _ in frames]  # all above the floor (0.15 of the strongest)
+    cuts = sorted(set(draw(st.lists(st.integers(1, 399), max_size=4))))
+    return [(f + 0.25) / FPS for f in frames], strengths, [(c + 0.5) / FPS for c in cuts]
+
+
+@settings(derandomize=True, deadline=None, database=None, max_examples=300)
+@given(_shots(), st.data())
+def test_contacts_do_not_depend_on_how_much_of_the_video_is_seen(shots, data):
+    """The watcher looks at the whole video, the critic at a segment from one cut to a later one (its own proxy,
+    starting at 0): both must find the same lattices and first frames in that span, or the loop chases the
+    difference (rocket_launch: a flare taken for a pulse of the next shot's flicker)."""
+    from reasoning.offline.motion import contacts
+
+    times, strengths, cuts = shots
+    whole = contacts(_visual(times, strengths, cuts, duration=17.0))
+    edges = [0.0] + cuts + [17.0]
+    k = data.draw(st.integers(0, len(edges) - 2))
+    j = data.draw(st.integers(k + 1, len(edges) - 1))
+    a, b = edges[k], edges[j]
+    inside = [(t - a, s) for t, s in zip(times, strengths) if a <= t < b]
+    part = contacts(_visual([t for t, _ in inside], [s for _, s in inside], [c - a for c in cuts if a < c < b],
+                            duration=b - a))
+    expect = [(round(t, 6), s) for t, s in zip(*whole) if a <= t < b]
+    assert [(round(t + a, 6), s) for t, s in zip(*part)] == expect
 
 # ---- over-loud hits ---------------------------------------------------------------------------------------------
 def test_a_hit_far_louder_than_its_contact_looks_is_a_finding_the_refiner_turns_down(ball):

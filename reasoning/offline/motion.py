@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import os
 import threading
 from collections import OrderedDict
@@ -420,6 +421,10 @@ def _remember(key: tuple, result: VisualAnalysis) -> None:
 # Contacts: the visual onsets that evidence a hit (issue 9). Weak velocity changes are motion texture; onsets
 # in the first frames have no history to change from; a strict lattice of onsets is the codec or a frame-rate
 # conversion (repeated frames make motion stop and start on a grid), not the action.
+# The lattice and the first frames are judged within a shot: a flicker in one shot says nothing about a flash in
+# another, and the first frames after a cut have no history either. So the watcher (whole video) and the critic
+# (one segment, which starts at a cut) find the same lattices. The floor stays relative to the strongest change
+# seen: a small change in a quiet shot next to a far stronger hit is motion texture (when in doubt, understate).
 CONTACT_REL_MIN = 0.15
 CONTACT_ABS_MIN = 0.035
 CONTACT_MIN_T = 0.2
@@ -448,18 +453,28 @@ def periodic_pulses(times: list[float], fps: float) -> set[int]:
     return {int(order[i]) for i in idx}
 
 
+def _shot_contacts(times: list[float], strengths: list[float], fps: float, start_s: float, floor: float) -> list[int]:
+    """Indices of one shot's onsets that are contacts (the rules above, within the shot)."""
+    pulses = periodic_pulses(times, fps)
+    lattice = float(np.median([strengths[i] for i in pulses])) if pulses else 0.0
+    return [i for i, (t, s) in enumerate(zip(times, strengths))
+            if t >= start_s + CONTACT_MIN_T and s >= floor and (i not in pulses or s >= PULSE_KEEP * lattice)]
+
+
 def contacts(vis: "VisualAnalysis") -> tuple[list[float], list[float]]:
     """(times, strengths) of the visual onsets that evidence a contact or an abrupt change (see above)."""
-    times, strengths = list(vis.onsets), list(vis.onset_strengths)
-    if not times:
+    onsets = sorted(zip(vis.onsets, vis.onset_strengths))
+    if not onsets:
         return [], []
-    strongest = max(strengths)
-    floor = max(CONTACT_ABS_MIN, CONTACT_REL_MIN * strongest)
-    pulses = periodic_pulses(times, vis.fps)
-    lattice = float(np.median([strengths[i] for i in pulses])) if pulses else 0.0
-    keep = [i for i, (t, s) in enumerate(zip(times, strengths))
-            if t >= CONTACT_MIN_T and s >= floor and (i not in pulses or s >= PULSE_KEEP * lattice)]
-    return [times[i] for i in keep], [strengths[i] for i in keep]
+    floor = max(CONTACT_ABS_MIN, CONTACT_REL_MIN * max(s for _, s in onsets))
+    edges = [0.0] + sorted(float(c) for c in vis.cuts if c > 0.0) + [math.inf]
+    out: list[tuple[float, float]] = []
+    for a, b in zip(edges[:-1], edges[1:]):
+        shot = [(t, s) for t, s in onsets if a <= t < b]
+        if shot:
+            times, strengths = [t for t, _ in shot], [s for _, s in shot]
+            out += [shot[i] for i in _shot_contacts(times, strengths, vis.fps, a, floor)]
+    return [t for t, _ in out], [s for _, s in out]
 
 
 def analyze_video(path, info: VideoInfo | None = None, fps: float = 25.0, max_side: int = 160,
