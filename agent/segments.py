@@ -28,6 +28,7 @@ from contract import segments as seg
 from contract.plan import DIMENSIONS, Critique, Finding, Plan, SegmentScore
 from contract.protocols import RefineResult, RenderResult
 from store import media
+from store.atomic import part_path
 from store.media import AudioWriter, FrameGrid, VideoInfo
 
 log = logging.getLogger(__name__)
@@ -190,7 +191,7 @@ class _Encoder:
     def __init__(self, path: Path, fps: float, first: np.ndarray):
         import av
 
-        self.tmp = path.with_name(path.stem + ".part.mp4")
+        self.tmp = part_path(path)
         self.h, self.w = (first.shape[0] // 2) * 2 or 2, (first.shape[1] // 2) * 2 or 2
         self.container = av.open(str(self.tmp), "w")
         self.stream = self.container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
@@ -352,7 +353,7 @@ def same_audio_as(renderer: Any, plan: Plan, seed: int, earlier: Sequence[tuple[
 def _to_wav(src: Path, dst: Path) -> None:
     """A segment's render into the cache as a WAV (atomically)."""
     if Path(src).suffix.lower() == ".wav":
-        tmp = dst.with_name(dst.name + ".part")
+        tmp = part_path(dst)
         shutil.copyfile(src, tmp)
         tmp.replace(dst)
     else:
@@ -467,7 +468,7 @@ def critique(critic: Any, renderer: Any, plan: Plan, seed: int, sr: SegmentRun,
             crit = Critique.from_json(cached.read_text())
         else:
             crit = _critique_own_span(critic, sub, s, audio, sr, key)
-            tmp = cached.with_name(cached.name + ".part")
+            tmp = part_path(cached)
             tmp.write_text(crit.to_json())
             tmp.replace(cached)
         parts.append(SegmentScore(index=s.index, start_s=s.start_s, end_s=s.end_s, scores=crit.scores,
@@ -499,9 +500,7 @@ def _critique_own_span(critic: Any, sub: Plan, s: "seg.Segment", audio: Path, sr
     own_audio = sr.cache_dir / f"{key}.own.wav"
     if not own_audio.exists():
         wave, rate = media.read_audio(audio)
-        tmp = own_audio.with_name(own_audio.stem + ".part.wav")
-        media.write_audio(tmp, wave[:, int(round(lo * rate)):int(round(hi * rate))], rate)
-        tmp.replace(own_audio)
+        media.write_audio(own_audio, wave[:, int(round(lo * rate)):int(round(hi * rate))], rate)
     if video is not None:
         video, vinfo = _own_proxy(video, vinfo, lo, hi)
     crit = critic.critique(_own_plan(sub, lo, hi), own_audio, video, vinfo)

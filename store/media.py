@@ -22,6 +22,8 @@ from typing import Iterable, Iterator, Mapping, Sequence
 import av
 import numpy as np
 
+from store.atomic import part_path
+
 MAX_SIDE_DEFAULT = 4096 * 4  # anything wider than this is refused before decoding a frame
 AUDIO_EXTS = {".wav", ".flac"}
 
@@ -410,7 +412,7 @@ class AudioWriter:
         if self.path.suffix.lower() not in AUDIO_EXTS:
             raise ValueError(f"unsupported audio extension {self.path.suffix!r} (use .wav or .flac)")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = self.path.with_name(self.path.name + ".part")
+        self._tmp = part_path(self.path)
         self._f = sf.SoundFile(str(self._tmp), "w", samplerate=sample_rate, channels=channels, subtype="PCM_16",
                                format="WAV" if self.path.suffix.lower() == ".wav" else "FLAC")
         self.frames = 0
@@ -443,7 +445,7 @@ def write_audio(path: str | Path, audio: np.ndarray, sample_rate: int) -> Path:
     if data.ndim == 1:
         data = data[None]
     p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".part")
+    tmp = part_path(p)
     try:
         sf.write(str(tmp), np.clip(data.T, -1.0, 1.0), sample_rate, subtype="PCM_16",
                  format="WAV" if p.suffix.lower() == ".wav" else "FLAC")
@@ -521,7 +523,7 @@ def mux(video: str | Path, audio: np.ndarray | str | Path, sample_rate: int | No
             yield np.clip(x, -1.0, 1.0, out=x)
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.stem + ".part" + out.suffix)
+    tmp = part_path(out)
     fmt_codec = codec or ("libopus" if out.suffix.lower() == ".webm" else "aac")
     rate = 48000 if fmt_codec == "libopus" else sample_rate
     try:

@@ -181,11 +181,34 @@ def test_audio_writer_writes_what_write_audio_writes(tmp_path):
         for a in range(0, x.shape[1], 30_000):
             w.write(x[:, a:a + 30_000])
     assert (tmp_path / "blocks.wav").read_bytes() == whole.read_bytes()
-    assert not list(tmp_path.glob("*.part"))
+    assert not list(tmp_path.glob("*.part*"))
     with pytest.raises(RuntimeError), media.AudioWriter(tmp_path / "failed.wav", 44100) as w:
         w.write(x[:, :10])
         raise RuntimeError("killed mid-write")
-    assert not (tmp_path / "failed.wav").exists() and not list(tmp_path.glob("*.part"))
+    assert not (tmp_path / "failed.wav").exists() and not list(tmp_path.glob("*.part*"))
     f = media.AudioFile(whole)
     assert f.n == x.shape[1] and np.array_equal(np.concatenate([b for _, b in f.blocks(7000)], axis=1),
                                                 media.read_audio(whole)[0])
+
+
+def _write_many(args):
+    path, seed = args
+    x = np.random.default_rng(seed).uniform(-0.5, 0.5, (2, 4410)).astype(np.float32)
+    try:
+        for _ in range(20):
+            media.write_audio(path, x, 44100)
+    except OSError as exc:
+        return repr(exc)
+    return None
+
+
+def test_processes_filling_one_cache_entry_at_once_all_succeed(tmp_path):
+    """Two evaluations sharing a cache folder wrote the same segment file under one temporary name; the second
+    rename found nothing (FileNotFoundError, a failed clip). Each writer now renames its own file."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    path = tmp_path / "entry.wav"
+    with ProcessPoolExecutor(4) as pool:
+        errors = [e for e in pool.map(_write_many, [(path, k) for k in range(8)]) if e]
+    assert errors == []
+    assert [p.name for p in tmp_path.iterdir()] == ["entry.wav"] and media.read_audio(path)[0].shape == (2, 4410)

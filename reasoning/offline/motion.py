@@ -26,6 +26,7 @@ import numpy as np
 from scipy.ndimage import median_filter
 from scipy.signal import find_peaks
 
+from store.atomic import part_path
 from store.media import FrameGrid, VideoInfo, probe, sha256_file, stream_frames
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ class VisualAnalysis:
     def to_npz(self, path) -> None:
         p = Path(path)
         p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_name(p.name + ".part")
+        tmp = part_path(p)
         with open(tmp, "wb") as f:
             np.savez_compressed(
                 f, version=np.int64(ALGO_VERSION), duration_s=np.float64(self.duration_s), fps=np.float64(self.fps),
