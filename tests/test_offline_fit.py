@@ -284,6 +284,20 @@ def test_contact_rules_hold_within_a_shot():
     assert contacts(vis)[0] == [1.0, 5.0]
 
 
+def test_a_short_shot_shows_its_lattice_and_slow_regular_hits_are_no_lattice():
+    """physics_pendulum as the segment critic's proxy saw it: a 2.2 s shot with a 5 Hz grid of which the proxy found
+    five onsets in a row (four gaps) — still a lattice, as the whole video's analysis (seven gaps) says. A ball
+    bouncing every 0.9 s is as regular, but no codec or flicker grid is that slow."""
+    from reasoning.offline.motion import contacts
+
+    shot = [11.77, 12.37, 12.57, 12.77, 12.97, 13.17]
+    vis = _visual([3.57, 4.37] + shot, [0.92, 0.8, 0.11, 0.16, 0.14, 0.57, 0.31, 0.22], cuts=[9.53, 11.33, 13.53],
+                  duration=17.0)
+    assert contacts(vis)[0] == [3.57, 4.37]
+    ball = [0.8, 1.7, 2.6, 3.5, 4.4, 5.3]
+    assert contacts(_visual(ball, [0.3] * 6, cuts=[], duration=6.0))[0] == ball
+
+
 FPS = 25.0
 
 

@@ -44,7 +44,7 @@ from store.media import AUDIO_EXTS, AudioFile, VideoInfo, read_audio
 log = logging.getLogger(__name__)
 
 NAME = "offline"
-VERSION = "3"  # 3: over-loud hits are temporal findings
+VERSION = "4"  # 3: over-loud hits are temporal findings; 4: contacts judged within a shot
 
 # temporal
 MATCH_TOL_S = 0.080       # an audio onset within ±80 ms of a visual onset is in sync

@@ -429,13 +429,15 @@ def _remember(key: tuple, result: VisualAnalysis) -> None:
 CONTACT_REL_MIN = 0.15
 CONTACT_ABS_MIN = 0.035
 CONTACT_MIN_T = 0.2
-PULSE_MIN_COUNT = 5
+PULSE_MIN_COUNT = 4
 PULSE_SHARE = 0.5
+PULSE_MAX_GAP_S = 0.32  # codec and flicker grids are a few frames; a ball bouncing every 0.9 s is not a lattice
 PULSE_KEEP = 3.0  # a lattice onset this many times the lattice's median strength is still a contact
 
 
 def periodic_pulses(times: list[float], fps: float) -> set[int]:
-    """Indices of onsets on a regular grid: consecutive gaps equal (within a frame) to the commonest gap."""
+    """Indices of onsets on a fast regular grid: consecutive gaps equal (within a frame) to the commonest gap, when
+    that gap is short and at least PULSE_MIN_COUNT gaps, half of them, are on it."""
     t = np.asarray(sorted(times), dtype=np.float64)
     if len(t) < PULSE_MIN_COUNT + 1:
         return set()
@@ -444,6 +446,8 @@ def periodic_pulses(times: list[float], fps: float) -> set[int]:
     if not len(values):
         return set()
     m = int(values[np.argmax(counts)])
+    if m > PULSE_MAX_GAP_S * fps:
+        return set()
     on = np.abs(gaps - m) <= 1
     if on.sum() < PULSE_MIN_COUNT or on.mean() < PULSE_SHARE:
         return set()
