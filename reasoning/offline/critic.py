@@ -36,7 +36,7 @@ from scipy.optimize import linear_sum_assignment
 from contract.options import BackendOptions
 from reasoning.offline import audio_features as af
 from reasoning.offline import semantic as sem
-from reasoning.offline.motion import contacts
+from reasoning.offline.motion import CONTACT_RULES, contacts
 from reasoning.offline.picture import PictureCache, PictureLabels, PictureSupport
 from contract.plan import Critique, EventKind, Finding, Plan, ScorerInfo
 from store.media import AUDIO_EXTS, AudioFile, VideoInfo, read_audio
@@ -726,7 +726,7 @@ class OfflineCritic:
     once and reused across rounds."""
 
     name = NAME
-    version = VERSION
+    version = f"{VERSION}+contacts{CONTACT_RULES}"  # cached segment verdicts follow both
 
     def __init__(self, cache_dir: str | Path | None = None,
                  reference_catalog: Any = None,

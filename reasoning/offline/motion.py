@@ -426,6 +426,7 @@ def _remember(key: tuple, result: VisualAnalysis) -> None:
 # another, and the first frames after a cut have no history either. So the watcher (whole video) and the critic
 # (one segment, which starts at a cut) find the same lattices. The floor stays relative to the strongest change
 # seen: a small change in a quiet shot next to a far stronger hit is motion texture (when in doubt, understate).
+CONTACT_RULES = 2  # bump when a rule below changes: critics that use them then stop reusing cached verdicts
 CONTACT_REL_MIN = 0.15
 CONTACT_ABS_MIN = 0.035
 CONTACT_MIN_T = 0.2
