@@ -21,6 +21,7 @@ from sqlalchemy import event, text
 from sqlalchemy.pool import NullPool
 from sqlmodel import Session, SQLModel, col, create_engine, func, select
 
+from store.atomic import part_path
 from store.media import sha256_file
 from store.redact import redact_json, redact_text
 from store.schema import SCHEMA_VERSION, Artifact, Job, Meta, NodeEvent, Round, Run, utcnow
@@ -381,7 +382,7 @@ class Store:
         dst = self.artifact_dir / rel
         if not dst.exists():
             dst.parent.mkdir(parents=True, exist_ok=True)
-            tmp = dst.with_name(dst.name + f".{uuid.uuid4().hex[:6]}.part")
+            tmp = part_path(dst)
             if move:
                 shutil.move(str(src), tmp)
             else:

@@ -26,6 +26,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from models.text_embed import TextEmbedder, get_embedder, word_stems
+from store.atomic import part_path
 
 log = logging.getLogger(__name__)
 
@@ -280,7 +281,7 @@ def cached_embeddings(embedder: TextEmbedder, texts: Sequence[str], cache_dir: s
     emb = embedder.encode(list(texts))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + f".{os.getpid()}.part.npy")
+        tmp = part_path(path)
         np.save(tmp, emb)
         tmp.replace(path)
     except OSError as exc:
@@ -347,7 +348,7 @@ class SampleBank:
         emb = self.embedder.encode([s.description for s in self._samples])
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(path.name + f".{os.getpid()}.part.npz")
+            tmp = part_path(path)
             np.savez(tmp, emb=emb, stems=np.array(stems))
             tmp.replace(path)
         except OSError as exc:
@@ -427,7 +428,7 @@ class SampleBank:
             data = _decode(sample.path)
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_name(path.stem + f".{os.getpid()}.part.npy")
+                tmp = part_path(path)
                 np.save(tmp, data, allow_pickle=False)
                 tmp.replace(path)
             except OSError as exc:

@@ -7,7 +7,6 @@ description so it can be chosen by the same text match that picks recordings.
 from __future__ import annotations
 
 import functools
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -173,9 +172,7 @@ def reference_recordings(cache_dir: str | Path) -> list[tuple[str, Path]]:
                     x[:, start:start + h.shape[1]] += h
             try:
                 folder.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_name(f"{path.stem}.{os.getpid()}.part.wav")
-                write_audio(tmp, x, SR)
-                tmp.replace(path)
+                write_audio(path, x, SR)  # atomic: a writer's own temporary name, then a rename
             except OSError:
                 continue  # no reference for it, rather than no critic
         out.append((p.description.split(",")[0].strip(), path))

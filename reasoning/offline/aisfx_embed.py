@@ -29,6 +29,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from store.atomic import part_path
+
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 44100
@@ -263,7 +265,7 @@ class FileReferences:
         emb = np.asarray(self.embedder.embed_file(path))
         try:
             cached.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cached.with_name(cached.stem + f".{os.getpid()}.part.npy")
+            tmp = part_path(cached)
             np.save(tmp, emb, allow_pickle=False)
             tmp.replace(cached)
         except OSError as exc:  # a read-only cache costs speed, not the score

@@ -23,6 +23,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from reasoning.offline import vocabulary as vocab
+from store.atomic import part_path
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +204,7 @@ class PictureCache:
         if path is not None and not result.missing:
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_name(path.name + f".{os.getpid()}.part")
+                tmp = part_path(path)
                 tmp.write_text(result.to_json())
                 tmp.replace(path)
             except OSError as exc:
