@@ -244,28 +244,26 @@ def test_stepping_the_layers_back_is_heard_despite_gain_staging(tmp_path, render
     assert bed_under_hits(r.plan, "soft.wav") <= bed_under_hits(plan, "base.wav") - 4.0
 
 
-def test_contacts_leave_out_codec_pulses_first_frames_and_weak_changes():
-    """A lattice of onsets every 0.2 s (repeated frames of a frame-rate conversion) is not 39 contacts."""
-    from reasoning.offline.motion import contacts
-    from tests.helpers import known_visual
-
-    lattice = [round(0.4 + 0.2 * k, 3) for k in range(12)]
-    vis = known_visual(lattice + [3.3], [0.0] * 13, duration=4.0)
-    vis.onset_strengths = [0.1] * 12 + [0.5]  # the lattice, and one clear hit
-    times, _ = contacts(vis)
-    assert times == [3.3]
-    vis = known_visual([0.1, 1.0, 2.0, 3.0], [0.0] * 4, duration=4.0)
-    vis.onset_strengths = [0.9, 0.9, 0.05, 0.6]  # first frames; a change under 15 % of the strongest
-    assert contacts(vis)[0] == [1.0, 3.0]
-
-
-
 def _visual(onsets, strengths, cuts, duration):
+    """A VisualAnalysis with these onsets, strengths and cuts (what ``contacts`` reads)."""
     from tests.helpers import known_visual
 
     vis = known_visual(list(onsets), [0.0] * len(onsets), duration=duration)
     vis.onset_strengths, vis.cuts = list(strengths), list(cuts)
     return vis
+
+
+def test_contacts_leave_out_codec_pulses_first_frames_and_weak_changes():
+    """A lattice of onsets every 0.2 s (repeated frames of a frame-rate conversion) is not 39 contacts."""
+    from reasoning.offline.motion import contacts
+
+    lattice = [round(0.4 + 0.2 * k, 3) for k in range(12)]
+    vis = _visual(lattice + [3.3], [0.1] * 12 + [0.5], cuts=[], duration=4.0)  # the lattice, and one clear hit
+    times, _ = contacts(vis)
+    assert times == [3.3]
+    # first frames; a change under 15 % of the strongest
+    vis = _visual([0.1, 1.0, 2.0, 3.0], [0.9, 0.9, 0.05, 0.6], cuts=[], duration=4.0)
+    assert contacts(vis)[0] == [1.0, 3.0]
 
 
 def test_contact_rules_hold_within_a_shot():

@@ -420,8 +420,8 @@ def _remember(key: tuple, result: VisualAnalysis) -> None:
 
 
 # Contacts: the visual onsets that evidence a hit (issue 9). Weak velocity changes are motion texture; onsets
-# in the first frames have no history to change from; a strict lattice of onsets is the codec or a frame-rate
-# conversion (repeated frames make motion stop and start on a grid), not the action.
+# in the first frames have no history to change from; a fast, strict lattice of onsets is the codec, a frame-rate
+# conversion (repeated frames make motion stop and start on a grid) or a flicker, not the action.
 # The lattice and the first frames are judged within a shot: a flicker in one shot says nothing about a flash in
 # another, and the first frames after a cut have no history either. So the watcher (whole video) and the critic
 # (one segment, which starts at a cut) find the same lattices. The floor stays relative to the strongest change
